@@ -1,0 +1,539 @@
+"""One name space over torchvision and timm backbones.
+
+Naming rule (documented in the README):
+
+* ``tv:NAME`` or ``torchvision:NAME``: a torchvision classification model, its ``DEFAULT`` weights.
+* ``timm:NAME`` (``NAME`` may carry a pretrained tag, ``timm:convnext_tiny.fb_in1k``): a timm model.
+* a bare name is looked up in this order: tlkit's aliases (``efficientnet_lite0`` means
+  ``timm:tf_efficientnet_lite0``, whose ImageNet weights ship in a Python package), then torchvision,
+  then timm. So ``resnet18`` is torchvision's ResNet-18 and ``convnext_tiny`` torchvision's ConvNeXt;
+  say ``timm:resnet18`` for timm's.
+
+A built :class:`Backbone` is an ``nn.Module`` mapping images to pooled features of size
+``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block) so recipes can
+freeze and unfreeze by group, and so the frozen prefix can be run once and cached (see
+``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
+stay loadable by timm or torchvision directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tlkit.errors import BackboneError
+
+#: Bare names that mean something more specific to tlkit.
+ALIASES: dict[str, str] = {
+    "efficientnet_lite0": "timm:tf_efficientnet_lite0",
+}
+
+#: Shown by ``tlkit backbones`` when no filter is given: small, proven ImageNet backbones.
+POPULAR: tuple[str, ...] = (
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "convnext_tiny",
+    "regnet_y_800mf",
+    "timm:resnet18.a1_in1k",
+    "timm:efficientnet_b0.ra_in1k",
+    "timm:mobilenetv3_large_100.ra_in1k",
+    "timm:convnext_tiny.fb_in1k",
+    "timm:vit_small_patch16_224.augreg_in21k_ft_in1k",
+)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a backbone, taken from its weights' own metadata."""
+
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    @property
+    def crop_pct(self) -> float:
+        return self.input_size / self.resize_size
+
+    def with_size(self, input_size: int | None) -> "Preprocessing":
+        """The same preprocessing at another crop size, keeping the resize/crop ratio."""
+        if input_size is None or input_size == self.input_size:
+            return self
+        resize = max(input_size, int(round(input_size / self.crop_pct)))
+        return Preprocessing(input_size, resize, self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(
+            input_size=int(d["input_size"]),
+            resize_size=int(d["resize_size"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            interpolation=str(d.get("interpolation", "bilinear")),
+        )
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A resolved backbone name: which library, which architecture, which weights."""
+
+    name: str  # canonical, e.g. "tv:resnet18" or "timm:tf_efficientnet_lite0"
+    source: str  # "torchvision" or "timm"
+    arch: str  # the library's model name, without tag
+    tag: str | None = None  # timm pretrained tag or torchvision weights enum name
+
+    @property
+    def timm_name(self) -> str:
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+
+@dataclass
+class _Layout:
+    """How a family's forward pass splits into sequential groups."""
+
+    groups: list[tuple[str, list[str]]]  # (group name, submodule paths run in order)
+    pool: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    pool_modules: list[str] = field(default_factory=list)  # parameters used by pool; unfreeze with last group
+    sequential: bool = True  # False: a single opaque group; no boundary caching inside it
+
+
+# --------------------------------------------------------------------------------------------
+# name resolution
+
+
+@functools.lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    from torchvision import models
+
+    return tuple(sorted(models.list_models(module=models)))
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(sorted(timm.list_models()))
+
+
+def _timm_known(name: str) -> bool:
+    import timm
+
+    arch = name.split(".", 1)[0]
+    return timm.is_model(arch)
+
+
+def resolve(name: str) -> BackboneSpec:
+    """Resolve a backbone name to a :class:`BackboneSpec` (no model is built).
+
+    >>> resolve("resnet18").name
+    'tv:resnet18'
+    >>> resolve("efficientnet_lite0").name
+    'timm:tf_efficientnet_lite0'
+    """
+    raw = name.strip()
+    if not raw:
+        raise BackboneError("backbone name is empty; try 'efficientnet_lite0' or see 'tlkit backbones'")
+    lowered = raw.lower()
+    if lowered in ALIASES:
+        return resolve(ALIASES[lowered])
+    prefix, sep, rest = raw.partition(":")
+    if sep:
+        prefix = prefix.lower()
+        if prefix in ("tv", "torchvision"):
+            if rest in _torchvision_names():
+                return BackboneSpec(f"tv:{rest}", "torchvision", rest)
+            raise BackboneError(_unknown_message(raw, [f"tv:{n}" for n in _torchvision_names()]))
+        if prefix == "timm":
+            if _timm_known(rest):
+                arch, _, tag = rest.partition(".")
+                return BackboneSpec(f"timm:{rest}", "timm", arch, tag or None)
+            raise BackboneError(_unknown_message(raw, [f"timm:{n}" for n in _timm_names()]))
+        raise BackboneError(
+            f"unknown backbone source '{prefix}:' in '{raw}'; use 'tv:NAME', 'timm:NAME' or a bare name"
+        )
+    if raw in _torchvision_names():
+        return BackboneSpec(f"tv:{raw}", "torchvision", raw)
+    if _timm_known(raw):
+        arch, _, tag = raw.partition(".")
+        return BackboneSpec(f"timm:{raw}", "timm", arch, tag or None)
+    candidates = list(ALIASES) + list(_torchvision_names()) + list(_timm_names())
+    raise BackboneError(_unknown_message(raw, candidates))
+
+
+def _unknown_message(raw: str, candidates: list[str]) -> str:
+    candidates = list(dict.fromkeys(candidates))
+    close = difflib.get_close_matches(raw, candidates, n=5, cutoff=0.5)
+    if not close:  # substring matches help for names like "vit" or "convnext"
+        key = raw.split(":")[-1].lower()
+        close = [c for c in candidates if key and key in c.lower()][:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown backbone '{raw}'.{hint} 'tlkit backbones FILTER' lists the known names."
+
+
+# --------------------------------------------------------------------------------------------
+# layouts per family
+
+
+def _seq(paths: list[str]) -> list[str]:
+    return paths
+
+
+def _timm_pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(x, pre_logits=True)  # type: ignore[operator]
+
+
+def _flatten_avg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+def _timm_layout(model: nn.Module) -> _Layout:
+    kind = type(model).__name__
+    if kind in ("ResNet",) and hasattr(model, "layer4"):
+        stem = [p for p in ("conv1", "bn1", "act1", "maxpool") if hasattr(model, p)]
+        groups = [("stem", stem)] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
+        return _Layout(groups, _timm_pool)
+    if kind == "EfficientNet":
+        groups = [("stem", ["conv_stem", "bn1"])]
+        groups += [(f"blocks.{i}", [f"blocks.{i}"]) for i in range(len(model.blocks))]  # type: ignore[arg-type]
+        groups.append(("head", ["conv_head", "bn2"]))
+        return _Layout(groups, _timm_pool)
+    if kind == "MobileNetV3":
+        groups = [("stem", ["conv_stem", "bn1"])]
+        groups += [(f"blocks.{i}", [f"blocks.{i}"]) for i in range(len(model.blocks))]  # type: ignore[arg-type]
+        return _Layout(groups, _timm_pool, pool_modules=["conv_head", "norm_head"])
+    if kind == "ConvNeXt":
+        n = len(model.stages)  # type: ignore[arg-type]
+        groups = [("stem", ["stem"])]
+        groups += [(f"stages.{i}", [f"stages.{i}"] + (["norm_pre"] if i == n - 1 else [])) for i in range(n)]
+        return _Layout(groups, _timm_pool, pool_modules=["head"])
+    # Anything else (ViT, hybrids): one opaque group via timm's uniform forward_features contract.
+    return _Layout([("features", ["<forward_features>"])], _timm_pool, sequential=False)
+
+
+def _tv_layout(model: nn.Module) -> tuple[_Layout, int]:
+    from torchvision import models as tvm
+
+    if isinstance(model, tvm.ResNet):
+        dim = model.fc.in_features
+        groups = [("stem", ["conv1", "bn1", "relu", "maxpool"])] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
+        return _Layout(groups, _flatten_avg), dim
+    if isinstance(model, tvm.RegNet):
+        dim = model.fc.in_features
+        blocks = [n for n, _ in model.trunk_output.named_children()]
+        groups = [("stem", ["stem"])] + [(b, [f"trunk_output.{b}"]) for b in blocks]
+        return _Layout(groups, _flatten_avg), dim
+    if isinstance(model, (tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3)):
+        dim = _last_channels(model.features)
+        groups = [("stem" if i == 0 else f"features.{i}", [f"features.{i}"]) for i in range(len(model.features))]
+        return _Layout(groups, _flatten_avg), dim
+    if isinstance(model, tvm.ConvNeXt):
+        dim = model.classifier[2].in_features
+
+        def pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(m.classifier[0](m.avgpool(x)), 1)  # type: ignore[index,operator]
+
+        groups = [("stem" if i == 0 else f"features.{i}", [f"features.{i}"]) for i in range(len(model.features))]
+        return _Layout(groups, pool, pool_modules=["classifier.0"]), dim
+    # Fallback: replace the classifier by Identity and treat the network as one opaque group.
+    _strip_tv_classifier(model)
+    return _Layout([("features", ["<model>"])], lambda m, x: x, sequential=False), -1
+
+
+def _last_channels(features: nn.Sequential) -> int:
+    for module in reversed(list(features.modules())):
+        if isinstance(module, nn.Conv2d):
+            return module.out_channels
+    raise BackboneError("cannot infer the feature size of this torchvision model")
+
+
+def _strip_tv_classifier(model: nn.Module) -> None:
+    for attr in ("fc", "head", "heads", "classifier"):
+        sub = getattr(model, attr, None)
+        if isinstance(sub, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            return
+        if isinstance(sub, nn.Sequential):
+            last = len(sub) - 1
+            if isinstance(sub[last], nn.Linear):
+                if attr == "heads":  # ViT: the whole head sequence goes
+                    setattr(model, attr, nn.Identity())
+                else:
+                    sub[last] = nn.Identity()
+                return
+    if hasattr(model, "aux_logits"):
+        model.aux_logits = False  # type: ignore[assignment]
+    raise BackboneError(f"cannot find the classifier of torchvision model {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# the Backbone module
+
+
+class Backbone(nn.Module):
+    """A pretrained network without its classifier, split into ordered layer groups.
+
+    ``backbone(images)`` returns pooled features of shape ``(N, feature_dim)``.
+    ``forward_groups(x, start, stop)`` runs groups ``start..stop-1`` only; with ``stop ==
+    num_groups`` the pooling runs too. That is what lets tlkit cache activations at the boundary
+    of the frozen part.
+    """
+
+    def __init__(self, spec: BackboneSpec, model: nn.Module, layout: _Layout, feature_dim: int,
+                 preprocessing: Preprocessing, weights_source: str = "none") -> None:
+        super().__init__()
+        self.spec = spec
+        self.model = model
+        self.layout = layout
+        self.feature_dim = feature_dim
+        self.preprocessing = preprocessing
+        self.weights_source = weights_source
+
+    # -- structure
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g for g, _ in self.layout.groups]
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.layout.groups)
+
+    @property
+    def sequential(self) -> bool:
+        return self.layout.sequential
+
+    def group_modules(self, index: int) -> list[nn.Module]:
+        """Modules holding the parameters of group ``index`` (the pooling layers go with the last)."""
+        _, paths = self.layout.groups[index]
+        if paths == ["<forward_features>"] or paths == ["<model>"]:
+            return [self.model]
+        mods = [self.model.get_submodule(p) for p in paths]
+        if index == self.num_groups - 1:
+            mods += [self.model.get_submodule(p) for p in self.layout.pool_modules]
+        return mods
+
+    # -- forward
+    def _run_group(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        _, paths = self.layout.groups[index]
+        if paths == ["<forward_features>"]:
+            return self.model.forward_features(x)  # type: ignore[operator]
+        if paths == ["<model>"]:
+            return self.model(x)
+        for path in paths:
+            x = self.model.get_submodule(path)(x)
+        return x
+
+    def forward_groups(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = self.num_groups if stop is None else stop
+        for i in range(start, stop):
+            x = self._run_group(i, x)
+        if stop == self.num_groups:
+            x = self.layout.pool(self.model, x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_groups(x, 0, self.num_groups)
+
+    # -- freezing
+    def freeze(self, trainable_groups: int | str = 0) -> None:
+        """Freeze everything but the last ``trainable_groups`` groups (``"all"``: nothing frozen).
+
+        Frozen BatchNorm layers are kept in eval mode even when the module is put in train mode,
+        so their running statistics never drift (see :meth:`train`).
+        """
+        n = self.num_groups if trainable_groups == "all" else int(trainable_groups)
+        if n < 0:
+            raise BackboneError(f"trainable_groups must be >= 0 or 'all', got {trainable_groups}")
+        n = min(n, self.num_groups)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for i in range(self.num_groups - n, self.num_groups):
+            for module in self.group_modules(i):
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self.train(self.training)
+
+    @property
+    def first_trainable_group(self) -> int:
+        """Index of the first group with a trainable parameter (``num_groups`` if all frozen)."""
+        for i in range(self.num_groups):
+            if any(p.requires_grad for m in self.group_modules(i) for p in m.parameters()):
+                return i
+        return self.num_groups
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        if mode:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    params = list(module.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        module.eval()
+        return self
+
+    def describe(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "source": self.spec.source,
+            "feature_dim": self.feature_dim,
+            "groups": self.group_names,
+            "preprocessing": self.preprocessing.to_dict(),
+            "weights_source": self.weights_source,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+
+def _tv_weights_enum(spec: BackboneSpec):  # -> torchvision WeightsEnum member or None
+    from torchvision import models as tvm
+
+    try:
+        enum = tvm.get_model_weights(spec.arch)
+    except (ValueError, KeyError):
+        return None
+    if spec.tag:
+        return enum[spec.tag]
+    return enum.DEFAULT
+
+
+def preprocessing_for(spec: BackboneSpec, model: nn.Module | None = None) -> Preprocessing:
+    """The preprocessing recorded with the backbone's pretrained weights."""
+    if spec.source == "torchvision":
+        weights = _tv_weights_enum(spec)
+        if weights is None:
+            return Preprocessing(224, 256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+        t = weights.transforms()
+        crop = int(t.crop_size[0])
+        resize = int(t.resize_size[0]) if t.resize_size else crop
+        return Preprocessing(crop, resize, tuple(t.mean), tuple(t.std), t.interpolation.value)  # type: ignore[arg-type]
+    import timm
+
+    if model is None:
+        with torch.device("meta"):
+            model = timm.create_model(spec.timm_name, pretrained=False)
+    cfg = timm.data.resolve_model_data_config(model)
+    size = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    resize = int(round(size / crop_pct)) if cfg.get("crop_mode", "center") == "center" else size
+    return Preprocessing(size, resize, tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg["interpolation"]))
+
+
+def create_model(spec: BackboneSpec) -> nn.Module:
+    """The library's own model for ``spec``, randomly initialised, with its classifier."""
+    try:
+        if spec.source == "torchvision":
+            from torchvision import models as tvm
+
+            return tvm.get_model(spec.arch, weights=None)
+        import timm
+
+        return timm.create_model(spec.timm_name, pretrained=False)
+    except Exception as exc:  # the library's own message is the useful part
+        raise BackboneError(f"cannot build backbone {spec.name}: {exc}") from exc
+
+
+def wrap(spec: BackboneSpec, model: nn.Module, weights_source: str = "none") -> Backbone:
+    """Turn a library classifier (weights already loaded) into a :class:`Backbone`."""
+    if spec.source == "timm":
+        model.reset_classifier(0)  # type: ignore[operator]
+        layout = _timm_layout(model)
+        feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
+    else:
+        layout, feature_dim = _tv_layout(model)
+    preprocessing = preprocessing_for(spec, model)
+    if feature_dim <= 0:
+        with torch.inference_mode():
+            model.eval()
+            probe = torch.zeros(1, 3, preprocessing.input_size, preprocessing.input_size)
+            feature_dim = int(model(probe).shape[-1])
+    return Backbone(spec, model, layout, feature_dim, preprocessing, weights_source)
+
+
+def build(name: str | BackboneSpec, *, pretrained: bool = True, weights_file: str | None = None,
+          offline: bool | None = None) -> Backbone:
+    """Build a backbone by name, with pretrained weights resolved offline first.
+
+    ``pretrained=False`` gives random weights (tests, architecture checks). Weights are looked up
+    in the order documented in :func:`tlkit.weights.load_pretrained`.
+
+    >>> bb = build("timm:test_resnet", pretrained=False)
+    >>> bb(torch.zeros(2, 3, 32, 32)).shape[-1] == bb.feature_dim
+    True
+    """
+    from tlkit import weights as weights_mod
+
+    spec = resolve(name) if isinstance(name, str) else name
+    model = create_model(spec)
+    source = "none"
+    if pretrained or weights_file:
+        source = weights_mod.load_pretrained(spec, model, weights_file=weights_file, offline=offline)
+    return wrap(spec, model, source)
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe_name(name: str) -> dict:
+    """Facts about a backbone without downloading anything: built on the meta device."""
+    from tlkit import weights as weights_mod
+
+    spec = resolve(name)
+    with torch.device("meta"):
+        model = create_model(spec)
+        bb = wrap(spec, model) if spec.source == "timm" or _tv_layout_is_cheap(model) else None
+    params = count_parameters(bb.model if bb is not None else model)
+    feature_dim = bb.feature_dim if bb is not None else -1
+    pre = bb.preprocessing if bb is not None else preprocessing_for(spec)
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "params": params,
+        "feature_dim": feature_dim,
+        "input_size": pre.input_size,
+        "weights": weights_mod.availability(spec),
+    }
+
+
+def _tv_layout_is_cheap(model: nn.Module) -> bool:
+    from torchvision import models as tvm
+
+    return isinstance(model, (tvm.ResNet, tvm.RegNet, tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3, tvm.ConvNeXt))
+
+
+def list_backbones(filter: str | None = None, *, limit: int = 40) -> list[dict]:
+    """Rows for ``tlkit backbones``: the popular set, or every name containing ``filter``."""
+    if not filter:
+        names = list(POPULAR)
+    else:
+        key = filter.lower()
+        names = [a for a in ALIASES if key in a]
+        names += [f"tv:{n}" for n in _torchvision_names() if key in n.lower()]
+        names += [f"timm:{n}" for n in _timm_names() if key in n.lower()]
+    rows = []
+    for n in names[:limit]:
+        try:
+            row = describe_name(n)
+        except Exception as exc:  # one odd model must not hide the rest of the list
+            row = {"name": n, "source": "?", "params": -1, "feature_dim": -1, "input_size": -1,
+                   "weights": f"error: {exc}"}
+        row["alias"] = n if n in ALIASES else ""
+        rows.append(row)
+    return rows
