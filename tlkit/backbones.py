@@ -342,7 +342,8 @@ class Backbone(nn.Module):
         stop = self.num_groups if stop is None else stop
         for i in range(start, stop):
             x = self._run_group(i, x)
-        if stop == self.num_groups:
+        # start == num_groups means x is already pooled (cached features): nothing left to run
+        if stop == self.num_groups and start < self.num_groups:
             x = self.layout.pool(self.model, x)
         return x
 

@@ -1,0 +1,245 @@
+"""evaluate_predictions: every number equals scikit-learn's, over the full class list."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from tlkit.errors import ConfigError, DataError
+from tlkit.evaluate import EvalResult, evaluate_predictions
+
+
+def random_predictions(
+    n: int, n_classes: int, seed: int, *, skill: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and softmax probabilities that are right more often than chance."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, n_classes, n)
+    logits = rng.normal(size=(n, n_classes))
+    logits[np.arange(n), y_true] += skill
+    probs = np.exp(logits)
+    return y_true, probs / probs.sum(axis=1, keepdims=True)
+
+
+def names(n_classes: int) -> list[str]:
+    return [f"class_{i}" for i in range(n_classes)]
+
+
+def cases() -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    out = []
+    for seed, (n, c) in enumerate([(50, 2), (120, 3), (300, 7), (500, 12)]):
+        y, p = random_predictions(n, c, seed)
+        out.append((f"seed{seed}-C{c}", y, p, c))
+    # Class 3 never appears in y_true (but is predicted sometimes).
+    y, p = random_predictions(200, 5, 11)
+    y[y == 3] = 0
+    out.append(("absent-in-true", y, p, 5))
+    # Class 2 is never predicted (its probability is squashed), though it is in y_true.
+    y, p = random_predictions(200, 4, 12)
+    p[:, 2] *= 1e-3
+    p /= p.sum(axis=1, keepdims=True)
+    out.append(("never-predicted", y, p, 4))
+    return out
+
+
+@pytest.mark.parametrize(("name", "y", "p", "c"), cases(), ids=[x[0] for x in cases()])
+def test_metrics_equal_sklearn(name: str, y: np.ndarray, p: np.ndarray, c: int) -> None:
+    labels = list(range(c))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # evaluate_predictions itself must not warn
+        r = evaluate_predictions(y, p, names(c), n_bootstrap=100)
+    y_pred = p.argmax(axis=1)
+
+    assert r.accuracy == pytest.approx(accuracy_score(y, y_pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns about classes absent from y_true
+        assert r.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, y_pred))
+    for k, value in r.top_k.items():
+        if c > 2:
+            assert value == pytest.approx(top_k_accuracy_score(y, p, k=k, labels=labels))
+        assert k == 1 or k < c
+    assert set(r.top_k) == {k for k in (1, 3, 5) if k == 1 or k < c}
+    for average in ("macro", "weighted"):
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            y, y_pred, labels=labels, average=average, zero_division=0
+        )
+        assert getattr(r, f"precision_{average}") == pytest.approx(prec)
+        assert getattr(r, f"recall_{average}") == pytest.approx(rec)
+        assert getattr(r, f"f1_{average}") == pytest.approx(f1)
+    prec, rec, f1, sup = precision_recall_fscore_support(
+        y, y_pred, labels=labels, average=None, zero_division=0
+    )
+    assert [row["class"] for row in r.per_class] == names(c)
+    np.testing.assert_allclose([row["precision"] for row in r.per_class], prec)
+    np.testing.assert_allclose([row["recall"] for row in r.per_class], rec)
+    np.testing.assert_allclose([row["f1"] for row in r.per_class], f1)
+    assert [row["support"] for row in r.per_class] == sup.tolist()
+
+    # Always C x C, absent classes included.
+    assert r.confusion.shape == (c, c)
+    np.testing.assert_array_equal(r.confusion, confusion_matrix(y, y_pred, labels=labels))
+    row_sums = r.confusion_normalized.sum(axis=1)
+    expected = np.where(r.confusion.sum(axis=1) > 0, 1.0, 0.0)
+    np.testing.assert_allclose(row_sums, expected)
+    assert not np.isnan(r.confusion_normalized).any()
+    lo, hi = r.accuracy_ci
+    assert lo <= r.accuracy <= hi
+
+
+def test_absent_class_keeps_its_row_and_column() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.05, 0.05], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1]])
+    r = evaluate_predictions(y, p, ["a", "b", "c"], n_bootstrap=0)
+    assert r.confusion.tolist() == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    assert r.confusion_normalized[2].tolist() == [0.0, 0.0, 0.0]
+    assert r.per_class[2]["support"] == 0
+    assert r.balanced_accuracy == pytest.approx((0.5 + 1.0) / 2)  # class c is not averaged in
+    assert r.accuracy_ci is None and r.balanced_accuracy_ci is None
+
+
+def test_bootstrap_ci_coverage() -> None:
+    """Percentile intervals at 95% should cover the true accuracy roughly 95% of the time."""
+    true_accuracy, n, trials = 0.8, 200, 200
+    rng = np.random.default_rng(123)
+    covered = 0
+    for trial in range(trials):
+        y = rng.integers(0, 4, n)
+        right = rng.random(n) < true_accuracy
+        pred = np.where(right, y, (y + rng.integers(1, 4, n)) % 4)
+        probs = np.full((n, 4), 0.1)
+        probs[np.arange(n), pred] = 0.7
+        r = evaluate_predictions(y, probs, names(4), n_bootstrap=300, seed=trial)
+        covered += r.accuracy_ci[0] <= true_accuracy <= r.accuracy_ci[1]
+    print(f"coverage {covered / trials:.3f}")
+    assert 0.88 <= covered / trials <= 0.99
+
+
+def test_bootstrap_is_seeded() -> None:
+    y, p = random_predictions(300, 5, 3)
+    a = evaluate_predictions(y, p, names(5), n_bootstrap=200, seed=7)
+    b = evaluate_predictions(y, p, names(5), n_bootstrap=200, seed=7)
+    c = evaluate_predictions(y, p, names(5), n_bootstrap=200, seed=8)
+    assert a.accuracy_ci == b.accuracy_ci
+    assert a.balanced_accuracy_ci == b.balanced_accuracy_ci
+    assert a.accuracy_ci != c.accuracy_ci
+
+
+def test_ece_hand_computed() -> None:
+    # Five predictions, top-1 confidence and whether they are right:
+    #   0.95 right, 0.95 wrong  -> bin (14/15, 1]:   count 2, conf 0.95, acc 0.5, gap 0.45
+    #   0.60 right, 0.60 right  -> bin (8/15, 9/15]: count 2, conf 0.60, acc 1.0, gap 0.40
+    #   0.45 wrong              -> bin (6/15, 7/15]: count 1, conf 0.45, acc 0.0, gap 0.45
+    # ECE = 2/5 * 0.45 + 2/5 * 0.40 + 1/5 * 0.45 = 0.18 + 0.16 + 0.09 = 0.43
+    probs = np.array(
+        [[0.95, 0.05, 0.0], [0.95, 0.05, 0.0], [0.6, 0.4, 0.0], [0.4, 0.6, 0.0], [0.45, 0.3, 0.25]]
+    )
+    y = np.array([0, 1, 0, 1, 2])
+    r = evaluate_predictions(y, probs, ["a", "b", "c"], n_bootstrap=0)
+    assert r.ece == pytest.approx(0.43)
+    filled = {round(b["upper"] * 15): b for b in r.reliability if b["count"]}
+    assert sorted(filled) == [7, 9, 15]
+    assert filled[15]["count"] == 2 and filled[15]["accuracy"] == pytest.approx(0.5)
+    assert filled[9]["confidence"] == pytest.approx(0.6)
+    assert len(r.reliability) == 15
+    assert sum(b["count"] for b in r.reliability) == 5
+
+
+def test_confused_pairs_and_misclassified_order() -> None:
+    classes = ["ant", "bee", "cat"]
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    pred = [1, 1, 0, 0, 1, 1, 1, 2]
+    conf = [0.6, 0.9, 0.8, 0.7, 0.8, 0.95, 0.6, 0.9]
+    probs = np.zeros((8, 3))
+    for i, (k, c) in enumerate(zip(pred, conf)):
+        probs[i] = (1 - c) / 2
+        probs[i, k] = c
+    r = evaluate_predictions(y, probs, classes, paths=[f"f{i}.png" for i in range(8)])
+    # ant->bee 2 and cat->bee 2 tie on count: sorted by name; bee->ant 1 last.
+    assert r.confused_pairs == [("ant", "bee", 2), ("cat", "bee", 2), ("bee", "ant", 1)]
+    # Worst first: highest confidence in the wrong class; equal confidence keeps row order.
+    assert [m["index"] for m in r.misclassified] == [5, 1, 3, 0, 6]
+    worst = r.misclassified[0]
+    assert worst == {
+        "index": 5, "path": "f5.png", "true": "cat", "pred": "bee",
+        "confidence": pytest.approx(0.95), "prob_true": pytest.approx(0.025),
+    }
+
+
+def test_unknown_is_kept_and_reported() -> None:
+    y, p = random_predictions(40, 3, 0)
+    unknown = {"zebra": ["test/zebra/1.jpg", "test/zebra/2.jpg"]}
+    r = evaluate_predictions(y, p, names(3), unknown=unknown, n_bootstrap=0)
+    assert r.unknown == unknown
+    assert r.n == 40
+    assert r.to_dict()["unknown"] == unknown
+    assert "zebra" in r.summary_text()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"y_true": [0, 1, 5]}, "y_true"),
+        ({"y_true": [0.5, 1, 0]}, "y_true"),
+        ({"y_true": [[0, 1, 0]]}, "y_true"),
+        ({"probs": np.ones((3, 3)) / 3}, "probs"),
+        ({"probs": np.array([[0.5, 0.5], [np.nan, 1.0], [1.0, 0.0]])}, "probs"),
+        ({"probs": np.array([[2.0, -1.0], [0.5, 0.5], [1.0, 0.0]]) * 3}, "probs"),
+        ({"classes": ["only"]}, "classes"),
+        ({"classes": ["a", "a"]}, "classes"),
+        ({"paths": ["x.png"]}, "paths"),
+        ({"n_bootstrap": -1}, "n_bootstrap"),
+        ({"ci_level": 95}, "ci_level"),
+        ({"seed": "zero"}, "seed"),
+    ],
+)
+def test_validation_names_the_argument(kwargs: dict, argument: str) -> None:
+    call = {
+        "y_true": [0, 1, 1],
+        "probs": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]),
+        "classes": ["a", "b"],
+    }
+    call.update(kwargs)
+    y_true, probs, classes = call.pop("y_true"), call.pop("probs"), call.pop("classes")
+    with pytest.raises(ConfigError, match=argument):
+        evaluate_predictions(y_true, probs, classes, **call)
+
+
+def test_empty_input_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="0 rows"):
+        evaluate_predictions([], np.zeros((0, 2)), ["a", "b"])
+
+
+def test_to_dict_is_json_ready_and_small() -> None:
+    import json
+
+    y, p = random_predictions(500, 4, 5)
+    r = evaluate_predictions(y, p, names(4), paths=[f"{i}.png" for i in range(500)])
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["accuracy"] == r.accuracy
+    assert d["accuracy_ci"] == list(r.accuracy_ci)
+    assert d["confusion"] == r.confusion.tolist()
+    assert d["n_misclassified"] == len(r.misclassified)
+    assert len(d["misclassified_worst"]) <= 20
+    assert "probs" not in d and "y_true" not in d
+    assert repr(r).startswith("EvalResult(n=500, classes=4, accuracy=")
+    assert "class_0" in r._repr_html_()
+
+
+def test_10k_predictions_time() -> None:
+    y, p = random_predictions(10_000, 10, 0)
+    start = time.perf_counter()
+    r = evaluate_predictions(y, p, names(10), n_bootstrap=1000)
+    elapsed = time.perf_counter() - start
+    print(f"evaluate_predictions: 10k rows, 10 classes, 1000 bootstrap resamples: {elapsed:.3f} s")
+    assert isinstance(r, EvalResult)
+    assert r.confusion.sum() == 10_000

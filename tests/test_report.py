@@ -1,0 +1,175 @@
+"""report: files written, their contents match the result, HTML is self-contained and escaped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from tlkit.evaluate import EvalResult, evaluate_predictions
+from tlkit.report import plot_misclassified, print_summary, write_report
+
+EXPECTED_FILES = {
+    "metrics.json",
+    "per_class.csv",
+    "confusion_matrix.csv",
+    "predictions.csv",
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+    "reliability.png",
+    "per_class.png",
+    "misclassified.png",
+    "report.html",
+}
+SCRIPT = "<script>alert(1)</script>"
+
+
+def make_result(
+    n_classes: int, n: int, tmp_path: Path | None = None, *, seed: int = 0
+) -> EvalResult:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    logits = rng.normal(size=(n, n_classes))
+    logits[np.arange(n), y] += 1.5
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    classes = [f"class {i}" for i in range(n_classes)]
+    classes[0] = SCRIPT
+    classes[1] = "../x"
+    if n_classes > 2:
+        classes[2] = "élan ✓"
+    paths = None
+    if tmp_path is not None:
+        paths = []
+        for i in range(n):
+            path = tmp_path / "images" / f"{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), (i * 37 % 255, 90, 160)).save(path)
+            paths.append(str(path))
+    return evaluate_predictions(
+        y, probs, classes, paths=paths, unknown={"new <class>": ["u/1.jpg"]}, n_bootstrap=100
+    )
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+def test_write_report_files_and_contents(tmp_path: Path) -> None:
+    result = make_result(4, 40, tmp_path)
+    out = tmp_path / "report"
+    written = write_report(result, out, extra={"backbone": "test_resnet", "run_dir": tmp_path})
+    assert set(written) == EXPECTED_FILES
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # no temp files left behind
+    for path in written.values():
+        assert path.stat().st_size > 0
+
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["accuracy"] == pytest.approx(result.accuracy)
+    assert metrics["confusion"] == result.confusion.tolist()
+    assert metrics["classes"] == result.classes
+    assert metrics["run"]["backbone"] == "test_resnet"
+    assert metrics["unknown"] == {"new <class>": ["u/1.jpg"]}
+
+    per_class = read_csv(out / "per_class.csv")
+    assert per_class[0] == ["class", "precision", "recall", "f1", "support"]
+    for row, expected in zip(per_class[1:], result.per_class):
+        assert row[0] == expected["class"]
+        assert float(row[3]) == pytest.approx(expected["f1"])
+        assert int(row[4]) == expected["support"]
+
+    matrix = read_csv(out / "confusion_matrix.csv")
+    assert matrix[0][1:] == result.classes
+    assert [r[0] for r in matrix[1:]] == result.classes
+    assert [[int(v) for v in r[1:]] for r in matrix[1:]] == result.confusion.tolist()
+
+    predictions = read_csv(out / "predictions.csv")
+    header, rows = predictions[0], predictions[1:]
+    assert header[:6] == ["index", "path", "true", "pred", "correct", "confidence"]
+    assert header[6:] == [f"prob_{c}" for c in result.classes]
+    assert len(rows) == result.n
+    assert rows[3][1] == result.paths[3]
+    assert rows[3][2] == result.classes[result.y_true[3]]
+    np.testing.assert_allclose([float(v) for v in rows[3][6:]], result.probs[3])
+
+    for name in EXPECTED_FILES:
+        if name.endswith(".png"):
+            with Image.open(out / name) as image:
+                assert image.format == "PNG"
+
+
+def test_report_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    result = make_result(3, 30, tmp_path)
+    write_report(result, tmp_path / "r", title="Run <b>1</b>", extra={"note": "<img src=x>"})
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert 'src="http' not in page and "src='http" not in page
+    assert not re.search(r"""(href|src)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "@import" not in page
+    assert page.count("data:image/png;base64,") == 5
+    assert SCRIPT not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x>" not in page and "Run &lt;b&gt;1&lt;/b&gt;" in page
+    assert "élan ✓" in page
+    assert "new &lt;class&gt;" in page
+
+
+@pytest.mark.parametrize("n_classes", [2, 50])
+def test_write_report_small_and_large(tmp_path: Path, n_classes: int) -> None:
+    result = make_result(n_classes, 10 * n_classes, seed=n_classes)
+    written = write_report(result, tmp_path / "out")
+    assert set(written) == EXPECTED_FILES
+    matrix = read_csv(tmp_path / "out" / "confusion_matrix.csv")
+    assert len(matrix) == n_classes + 1 and len(matrix[0]) == n_classes + 1
+    page = written["report.html"].read_text(encoding="utf-8")
+    assert "&lt;script&gt;" in page and SCRIPT not in page
+
+
+def test_misclassified_without_paths_says_so() -> None:
+    result = make_result(3, 30)
+    figure = plot_misclassified(result)
+    texts = [t.get_text() for t in figure.texts]
+    assert any("no file paths" in t for t in texts)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def test_misclassified_uses_load_image(tmp_path: Path) -> None:
+    result = make_result(3, 30, tmp_path)
+    loaded: list[str] = []
+
+    def load(path: str) -> np.ndarray:
+        loaded.append(path)
+        return np.zeros((4, 4, 3))
+
+    figure = plot_misclassified(result, max_images=3, load_image=load)
+    assert loaded == [m["path"] for m in result.misclassified[:3]]
+    first_title = figure.axes[0].get_title()
+    assert "true:" in first_title and "pred:" in first_title
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def test_print_summary(tmp_path: Path) -> None:
+    result = make_result(4, 40)
+    console = Console(record=True, width=160)
+    print_summary(result, console)
+    text = console.export_text()
+    assert f"{result.accuracy:.3f}" in text
+    for name in result.classes:
+        assert name in text  # printed literally, not eaten as rich markup
+    assert "Confusion matrix" in text
+    assert "new <class>" in text
+
+    wide = make_result(20, 100)
+    console = Console(record=True, width=160)
+    print_summary(wide, console, max_matrix_classes=12)
+    assert "confusion_matrix.csv" in console.export_text()

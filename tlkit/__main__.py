@@ -1,0 +1,3 @@
+from tlkit.cli import main
+
+main()

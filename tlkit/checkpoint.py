@@ -1,0 +1,139 @@
+"""Atomic writes, safe loads and complete resumable training state.
+
+A checkpoint is written to a temporary file in the same folder, flushed and fsynced, then renamed
+over the old one: a process killed mid-write leaves the previous checkpoint intact. Loading uses
+``torch.load(weights_only=True)``, so a pickle payload in a foreign file is refused, never run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tlkit.errors import CheckpointError
+
+TMP_MARK = ".tmp-"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda h: h.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove temp files left by a killed writer; returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.rglob(f"*{TMP_MARK}*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
+    _atomic_write(Path(path), lambda h: torch.save(state, h))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`; refuse anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: {first[:300]}. It is truncated, foreign or unsafe "
+            "(tlkit loads with weights_only=True and refuses pickled objects); use another checkpoint or start with --overwrite"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != "tlkit-checkpoint":
+        raise CheckpointError(f"{path} is not a tlkit checkpoint (no 'format: tlkit-checkpoint' entry)")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state: everything that makes a resumed run identical to an uninterrupted one
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": _python_state_to_tensor(random.getstate()),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_python_state_from_tensor(state["python"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state_to_tensor(state: tuple) -> torch.Tensor:
+    version, internal, gauss = state
+    return torch.tensor([version, *internal, -1 if gauss is None else 0], dtype=torch.int64)
+
+
+def _python_state_from_tensor(t: torch.Tensor) -> tuple:
+    values = t.tolist()
+    return (values[0], tuple(values[1:-1]), None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: each worker seeds numpy and random from torch's own per-worker seed."""
+    seed = torch.initial_seed() % (2**32)
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,245 @@
+"""The ``tlkit`` command: thin commands over the public Python API.
+
+Every ``TlkitError`` becomes one line on stderr and exit code 1; Ctrl-C exits 130 after saying how
+to resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tlkit.errors import TlkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="tlkit: transfer learning for image classification on small domain datasets.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _friendly(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return func(*args, **kwargs)
+        except TlkitError as exc:
+            message = " ".join(str(exc).split("\n"))
+            err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly
+def backbones(
+    filter: Annotated[Optional[str], typer.Argument(help="Show only names containing this text.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 40,
+) -> None:
+    """List backbones: source, parameters, feature size, input size, and where weights come from.
+
+    Example: [bold]tlkit backbones convnext[/]
+    """
+    from tlkit.backbones import list_backbones
+
+    table = Table("name", "alias", "source", "params", "features", "input", "weights here")
+    for row in list_backbones(filter, limit=limit):
+        params = f"{row['params'] / 1e6:.1f}M" if row["params"] >= 0 else "?"
+        table.add_row(row["name"], row["alias"], row["source"], params, str(row["feature_dim"]),
+                      str(row["input_size"]), row["weights"])
+    out.print(table)
+
+
+@app.command("check")
+@_friendly
+def check_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder of class folders, or of train/val/test folders.")],
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option(help="Share of each class held out for testing.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a dataset: unreadable files, empty or tiny classes, duplicates across splits, imbalance.
+
+    Exits 1 when an error-level problem is found. Example: [bold]tlkit check data/leaves[/]
+    """
+    from tlkit.data import check, scan
+
+    report = check(scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        splits = list(report.counts)
+        table = Table("class", *splits, title=f"{report.root}: {len(report.classes)} classes")
+        for name in report.classes:
+            table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in splits))
+        out.print(table)
+        if report.problems:
+            problems = Table("severity", "kind", "message", title="problems")
+            for p in report.problems:
+                style = "red" if p.severity == "error" else "yellow"
+                problems.add_row(f"[{style}]{p.severity}[/]", p.kind, p.message)
+            out.print(problems)
+        else:
+            out.print("[green]no problems found[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def recipes() -> None:
+    """List the built-in recipes and what each is for."""
+    from tlkit.config import DEFAULT_RECIPE, list_recipes, recipes_dir
+
+    table = Table("recipe", "description", title=f"built-in recipes ({recipes_dir()})")
+    for name, description in list_recipes().items():
+        table.add_row(name + (" (default)" if name == DEFAULT_RECIPE else ""), description)
+    out.print(table)
+
+
+@app.command()
+@_friendly
+def finetune(
+    data: Annotated[Path, typer.Argument(help="Folder of class folders, or of train/val/test folders.")],
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone name: resnet18, tv:NAME, timm:NAME.")] = "efficientnet_lite0",
+    recipe: Annotated[Optional[str], typer.Option(help="Built-in recipe name or YAML file.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs for every stage.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate for every stage.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size for every stage.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Crop size in pixels (default: the weights' own).")] = None,
+    head: Annotated[Optional[str], typer.Option(help="linear or mlp.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/DATA_NAME).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    weights: Annotated[Optional[Path], typer.Option(help="Pretrained weights file (.safetensors/.pth) to use.")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Use pretrained weights (--no-pretrained: random init).")] = True,
+    offline: Annotated[bool, typer.Option(help="Never download weights (also TLKIT_OFFLINE=1).")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: by device).")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out instead of stopping.")] = False,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Validation share when splitting.")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(help="Test share when splitting.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any config field: KEY=VALUE, e.g. stages.1.lr=1e-4.")] = None,
+) -> None:
+    """Fine-tune a pretrained backbone on a folder of images, evaluate it on the test split, write a report.
+
+    Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]
+    """
+    from tlkit.config import make_config, parse_set_option
+    from tlkit.console import RichReporter
+    from tlkit.report import print_summary
+    from tlkit.train import run
+
+    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, image_size=image_size, head=head,
+                     out=str(out_dir) if out_dir else None, seed=seed, device=device,
+                     weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
+                     workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
+                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None)
+    overrides.update(parse_set_option(set_ or []))
+    cfg = make_config(data, backbone=backbone, recipe=recipe, **overrides)
+    result = run(cfg, reporter=RichReporter(err))
+    if result.evaluation is not None:
+        print_summary(result.evaluation, out)
+    val = result.history[-1] if result.history else {}
+    if "val_accuracy" in val:
+        out.print(f"validation accuracy (last epoch): {val['val_accuracy']:.4f}")
+    out.print(f"run written to [bold]{result.run_dir}[/] in {result.timings['total_seconds']:.1f}s "
+              f"(report: {result.run_dir / 'report.html'})")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a saved model folder).")],
+    data: Annotated[Optional[Path], typer.Argument(help="Images to evaluate on (default: the run's own split).")] = None,
+    split: Annotated[str, typer.Option(help="Which split of the run (or of a split-folder DATA): train, val, test, all.")] = "test",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the report (default RUN_DIR/eval-SPLIT).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Evaluate a trained model: metrics with confidence intervals, confusion matrix, report files.
+
+    Example: [bold]tlkit evaluate runs/leaves data/leaves_new --split all[/]
+    """
+    from tlkit.data import load_image
+    from tlkit.evaluate import evaluate as evaluate_fn
+    from tlkit.report import print_summary, write_report
+
+    result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device)
+    target = out_dir or (Path(run_dir) / f"eval-{split}")
+    write_report(result, target, load_image=load_image, title=f"tlkit evaluation: {run_dir}")
+    print_summary(result, out)
+    out.print(f"report written to [bold]{target}[/]")
+
+
+@app.command()
+@_friendly
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a saved model folder).")],
+    inputs: Annotated[List[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    top_k: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Predict classes for images with a trained model.
+
+    Example: [bold]tlkit predict runs/leaves photo.jpg more_photos/ --format csv[/]
+    """
+    from tlkit.data import list_images
+    from tlkit.errors import ConfigError
+    from tlkit.model import load
+
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"--format must be table, csv or json, got {fmt!r}")
+    model = load(run_dir, device=device)
+    paths = list_images(inputs)
+    if len(paths) > batch_size:
+        from tlkit.console import RichReporter
+
+        tick = RichReporter(err).task("predict", len(paths))
+    else:
+        tick = None
+    preds = model.predict(paths, batch_size=batch_size, workers=workers, progress=tick)
+    records = preds.to_records(top_k)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "label", "confidence"] + [f"top{i + 1}" for i in range(min(top_k, len(model.classes)))])
+        for r in records:
+            writer.writerow([r["source"], r["label"], f"{r['confidence']:.4f}"] + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]])
+    else:
+        table = Table("image", "prediction", "confidence", f"top {top_k}")
+        for r in records:
+            table.add_row(r["source"], r["label"], f"{r['confidence']:.3f}",
+                          ", ".join(f"{t['class']} {t['prob']:.2f}" for t in r["top_k"]))
+        out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

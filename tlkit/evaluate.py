@@ -1,0 +1,486 @@
+"""Metrics, confidence intervals and a confusion matrix computed from predictions.
+
+Compute only: nothing here plots or writes files (that is ``tlkit.report``). Every metric is the
+number scikit-learn gives, always computed over the model's *full* class list, so a class that is
+absent from the test set still has its row and column in the confusion matrix.
+
+Example:
+    >>> import numpy as np
+    >>> from tlkit.evaluate import evaluate_predictions
+    >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    >>> result = evaluate_predictions([0, 1, 1, 1], probs, ["cat", "dog"], n_bootstrap=200)
+    >>> result.accuracy
+    0.75
+    >>> result.confusion.tolist()
+    [[1, 0], [1, 2]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from tlkit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+ECE_BINS = 15
+TOP_K = (1, 3, 5)
+# Rows of a 1e-3 tolerance: float16/float32 softmax outputs do not sum to exactly 1.
+_PROB_SUM_TOLERANCE = 1e-3
+# Bootstrap index matrices are built in chunks of about this many entries: small enough to stay
+# in cache and avoid fresh page faults (4M-entry chunks made a cold call 3x slower).
+_BOOTSTRAP_CHUNK = 250_000
+# How many of the worst mistakes ``to_dict`` keeps (metrics.json stays small; predictions.csv has all).
+_WORST_IN_DICT = 20
+
+
+@dataclass(repr=False, eq=False)
+class EvalResult:
+    """Predictions on a labelled set and every metric derived from them.
+
+    Build it with :func:`evaluate_predictions`; the derived fields are plain Python/numpy values.
+    """
+
+    classes: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+    paths: list[str] | None
+    unknown: dict[str, list[str]]
+    y_pred: np.ndarray
+    accuracy: float
+    accuracy_ci: tuple[float, float] | None
+    balanced_accuracy: float
+    balanced_accuracy_ci: tuple[float, float] | None
+    top_k: dict[int, float]
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    precision_weighted: float
+    recall_weighted: float
+    f1_weighted: float
+    per_class: list[dict[str, Any]]
+    confusion: np.ndarray
+    confusion_normalized: np.ndarray
+    ece: float
+    reliability: list[dict[str, Any]]
+    confused_pairs: list[tuple[str, str, int]]
+    misclassified: list[dict[str, Any]]
+    n_bootstrap: int
+    ci_level: float
+    seed: int
+
+    @property
+    def n(self) -> int:
+        """Number of evaluated predictions (files of unknown classes are not counted)."""
+        return int(self.y_true.shape[0])
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Top-1 probability per row."""
+        return self.probs.max(axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metrics: no per-row arrays (those go to predictions.csv)."""
+        return {
+            "n": self.n,
+            "classes": list(self.classes),
+            "accuracy": self.accuracy,
+            "accuracy_ci": _ci_list(self.accuracy_ci),
+            "balanced_accuracy": self.balanced_accuracy,
+            "balanced_accuracy_ci": _ci_list(self.balanced_accuracy_ci),
+            "top_k": {str(k): v for k, v in self.top_k.items()},
+            "precision_macro": self.precision_macro,
+            "recall_macro": self.recall_macro,
+            "f1_macro": self.f1_macro,
+            "precision_weighted": self.precision_weighted,
+            "recall_weighted": self.recall_weighted,
+            "f1_weighted": self.f1_weighted,
+            "per_class": [dict(row) for row in self.per_class],
+            "confusion": self.confusion.tolist(),
+            "confusion_normalized": self.confusion_normalized.tolist(),
+            "ece": self.ece,
+            "ece_bins": len(self.reliability),
+            "reliability": [dict(b) for b in self.reliability],
+            "confused_pairs": [
+                {"true": t, "pred": p, "count": c} for t, p, c in self.confused_pairs
+            ],
+            "n_misclassified": len(self.misclassified),
+            "misclassified_worst": [dict(m) for m in self.misclassified[:_WORST_IN_DICT]],
+            "unknown": {name: list(files) for name, files in self.unknown.items()},
+            "n_bootstrap": self.n_bootstrap,
+            "ci_level": self.ci_level,
+            "seed": self.seed,
+        }
+
+    def summary_text(self) -> str:
+        """A plain multi-line summary (headline metrics, per-class table, top confusions)."""
+        level = f"{self.ci_level:.0%} CI"
+        lines = [
+            f"n = {self.n}, {len(self.classes)} classes",
+            f"accuracy           {_fmt_ci(self.accuracy, self.accuracy_ci)}  ({level})",
+            f"balanced accuracy  {_fmt_ci(self.balanced_accuracy, self.balanced_accuracy_ci)}",
+            f"macro F1           {self.f1_macro:.3f}",
+            f"weighted F1        {self.f1_weighted:.3f}",
+        ]
+        lines += [f"top-{k} accuracy     {v:.3f}" for k, v in self.top_k.items() if k > 1]
+        lines.append(f"ECE ({len(self.reliability)} bins)      {self.ece:.3f}")
+        width = max(len("class"), *(len(c) for c in self.classes))
+        lines += ["", f"{'class':<{width}}  precision  recall     f1  support"]
+        for row in self.per_class:
+            lines.append(
+                f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}"
+                f"  {row['f1']:5.3f}  {row['support']:7d}"
+            )
+        if self.confused_pairs:
+            lines += ["", "most confused (true -> predicted: count)"]
+            lines += [f"  {t} -> {p}: {c}" for t, p, c in self.confused_pairs[:5]]
+        for name, files in self.unknown.items():
+            lines.append(f"unknown class {name!r}: {len(files)} files not evaluated")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from tlkit.report import result_html
+
+        return result_html(self)
+
+    def __repr__(self) -> str:
+        acc = _fmt_ci(self.accuracy, self.accuracy_ci)
+        return f"EvalResult(n={self.n}, classes={len(self.classes)}, accuracy={acc})"
+
+    # Thin conveniences; the drawing code lives in tlkit.report.
+    def plot_confusion_matrix(self, ax: Axes | None = None, *, normalize: bool = False) -> Axes:
+        """Draw the confusion matrix (counts, or rows normalised to recall)."""
+        from tlkit.report import plot_confusion_matrix
+
+        return plot_confusion_matrix(self, ax, normalize=normalize)
+
+    def plot_reliability(self, ax: Axes | None = None) -> Axes:
+        """Draw the reliability diagram with the ECE in the title."""
+        from tlkit.report import plot_reliability
+
+        return plot_reliability(self, ax)
+
+    def plot_per_class(self, ax: Axes | None = None) -> Axes:
+        """Draw per-class recall and F1 with the support of each class."""
+        from tlkit.report import plot_per_class
+
+        return plot_per_class(self, ax)
+
+    def plot_misclassified(
+        self, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None
+    ) -> Figure:
+        """Draw a gallery of the most confident mistakes."""
+        from tlkit.report import plot_misclassified
+
+        return plot_misclassified(self, max_images, load_image=load_image)
+
+
+def evaluate_predictions(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    *,
+    paths: Sequence[str] | None = None,
+    unknown: dict[str, list[str]] | None = None,
+    n_bootstrap: int = 1000,
+    ci_level: float = 0.95,
+    seed: int = 0,
+) -> EvalResult:
+    """Compute every metric of an :class:`EvalResult` from labels and predicted probabilities.
+
+    ``y_true`` holds label indices into ``classes`` (the model's full class list), ``probs`` one
+    row of class probabilities per prediction. ``unknown`` maps a class name the model never saw
+    to its files; they are reported, never scored. Confidence intervals are percentile bootstrap
+    intervals over ``n_bootstrap`` resamples of the rows (0 disables them).
+
+    Example:
+        >>> r = evaluate_predictions([0, 1], np.eye(2), ["a", "b"], n_bootstrap=0)
+        >>> r.accuracy, r.accuracy_ci
+        (1.0, None)
+    """
+    class_list, labels, probs_arr, path_list = _validate(
+        y_true, probs, classes, paths, n_bootstrap, ci_level, seed
+    )
+    n_classes = len(class_list)
+    label_range = np.arange(n_classes)
+
+    y_pred = probs_arr.argmax(axis=1)
+    correct = y_pred == labels
+    accuracy = float(accuracy_score(labels, y_pred))
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, y_pred, labels=label_range, average=None, zero_division=0
+    )
+    averages = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, y_pred, labels=label_range, average=average, zero_division=0
+        )
+        averages[average] = (float(p), float(r), float(f))
+    # sklearn's balanced_accuracy_score warns and drops classes absent from y_true; this is the
+    # same number (mean recall over the classes present) without the warning.
+    present = support > 0
+    balanced_accuracy = float(recall[present].mean())
+
+    if n_classes > 2:
+        top_k = {
+            k: float(top_k_accuracy_score(labels, probs_arr, k=k, labels=label_range))
+            for k in TOP_K
+            if k == 1 or k < n_classes
+        }
+    else:
+        # top_k_accuracy_score rejects 2-column scores for binary targets; top-1 is accuracy.
+        top_k = {1: accuracy}
+
+    confusion = confusion_matrix(labels, y_pred, labels=label_range)
+    row_sums = confusion.sum(axis=1, keepdims=True)
+    confusion_normalized = np.divide(
+        confusion, row_sums, out=np.zeros(confusion.shape, dtype=float), where=row_sums > 0
+    )
+
+    confidence = probs_arr[np.arange(len(labels)), y_pred]
+    ece, reliability = _calibration(confidence, correct, ECE_BINS)
+
+    accuracy_ci = balanced_ci = None
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        acc_samples, bal_samples = _bootstrap(labels, correct, n_classes, n_bootstrap, rng)
+        accuracy_ci = _percentile_ci(acc_samples, ci_level)
+        balanced_ci = _percentile_ci(bal_samples, ci_level)
+
+    per_class = [
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_list)
+    ]
+
+    return EvalResult(
+        classes=class_list,
+        y_true=labels,
+        probs=probs_arr,
+        paths=path_list,
+        unknown={str(k): [str(f) for f in v] for k, v in (unknown or {}).items()},
+        y_pred=y_pred,
+        accuracy=accuracy,
+        accuracy_ci=accuracy_ci,
+        balanced_accuracy=balanced_accuracy,
+        balanced_accuracy_ci=balanced_ci,
+        top_k=top_k,
+        precision_macro=averages["macro"][0],
+        recall_macro=averages["macro"][1],
+        f1_macro=averages["macro"][2],
+        precision_weighted=averages["weighted"][0],
+        recall_weighted=averages["weighted"][1],
+        f1_weighted=averages["weighted"][2],
+        per_class=per_class,
+        confusion=confusion,
+        confusion_normalized=confusion_normalized,
+        ece=ece,
+        reliability=reliability,
+        confused_pairs=_confused_pairs(confusion, class_list),
+        misclassified=_misclassified(labels, y_pred, probs_arr, confidence, class_list, path_list),
+        n_bootstrap=n_bootstrap,
+        ci_level=ci_level,
+        seed=seed,
+    )
+
+
+def _validate(
+    y_true: Any,
+    probs: Any,
+    classes: Sequence[str],
+    paths: Sequence[str] | None,
+    n_bootstrap: int,
+    ci_level: float,
+    seed: int,
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str] | None]:
+    """Check every argument up front; errors name the argument and say how to fix the call."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence):
+        raise ConfigError("classes: expected a list of class names in label order.")
+    class_list = [str(c) for c in classes]
+    if len(class_list) < 2:
+        raise ConfigError(f"classes: need at least 2 classes to evaluate, got {len(class_list)}.")
+    if len(set(class_list)) != len(class_list):
+        dupes = sorted({c for c in class_list if class_list.count(c) > 1})
+        raise ConfigError(f"classes: duplicate class names {dupes}; every class needs one name.")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
+        raise ConfigError(f"n_bootstrap: expected an integer >= 0, got {n_bootstrap!r}.")
+    if n_bootstrap < 0:
+        raise ConfigError(f"n_bootstrap: must be >= 0 (0 disables intervals), got {n_bootstrap}.")
+    if not isinstance(ci_level, (float, int)) or not 0.0 < float(ci_level) < 1.0:
+        raise ConfigError(f"ci_level: must be between 0 and 1 (e.g. 0.95), got {ci_level!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}.")
+
+    labels = np.asarray(y_true)
+    if labels.ndim != 1:
+        raise ConfigError(f"y_true: expected a 1-D array of labels, got shape {labels.shape}.")
+    if labels.shape[0] == 0:
+        raise DataError("y_true: no predictions to evaluate (0 rows); is the test set empty?")
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels % 1 == 0):
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iu":
+        raise ConfigError(
+            f"y_true: expected integer label indices, got dtype {labels.dtype}; "
+            "map class names to indices with classes.index(name)."
+        )
+    labels = labels.astype(np.int64)
+    n_classes = len(class_list)
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        raise ConfigError(
+            f"y_true: label {int(labels[bad][0])} is outside [0, {n_classes}) for "
+            f"{n_classes} classes; files of classes the model never saw belong in `unknown`."
+        )
+
+    probs_arr = np.asarray(probs, dtype=np.float64)
+    if probs_arr.ndim != 2 or probs_arr.shape != (labels.shape[0], n_classes):
+        raise ConfigError(
+            f"probs: expected shape (N, C) = ({labels.shape[0]}, {n_classes}) to match y_true and "
+            f"classes, got {probs_arr.shape}."
+        )
+    if not np.all(np.isfinite(probs_arr)):
+        row = int(np.argwhere(~np.isfinite(probs_arr))[0, 0])
+        raise ConfigError(f"probs: row {row} contains NaN or infinity.")
+    sums = probs_arr.sum(axis=1)
+    off = np.abs(sums - 1.0) > _PROB_SUM_TOLERANCE
+    if off.any() or (probs_arr < -_PROB_SUM_TOLERANCE).any():
+        row = int(np.argmax(off)) if off.any() else int(np.argwhere(probs_arr < 0)[0, 0])
+        raise ConfigError(
+            f"probs: row {row} is not a probability distribution (sum {sums[row]:.4f}); "
+            "pass softmax(logits), not logits."
+        )
+
+    path_list = None
+    if paths is not None:
+        path_list = [str(p) for p in paths]
+        if len(path_list) != labels.shape[0]:
+            raise ConfigError(
+                f"paths: got {len(path_list)} paths for {labels.shape[0]} predictions; "
+                "pass one path per row or None."
+            )
+    return class_list, labels, probs_arr, path_list
+
+
+def _bootstrap(
+    labels: np.ndarray,
+    correct: np.ndarray,
+    n_classes: int,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and balanced accuracy of ``n_bootstrap`` row resamples, vectorised per chunk."""
+    n = labels.shape[0]
+    acc = np.empty(n_bootstrap)
+    bal = np.empty(n_bootstrap)
+    chunk = max(1, _BOOTSTRAP_CHUNK // n)
+    correct_f = correct.astype(np.float64)
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        idx = rng.integers(0, n, size=(b, n))
+        hit = correct_f[idx]
+        acc[start : start + b] = hit.mean(axis=1)
+        # One bincount over (resample, class) keys gives per-resample support and hits at once.
+        keys = (np.arange(b)[:, None] * n_classes + labels[idx]).ravel()
+        support = np.bincount(keys, minlength=b * n_classes).reshape(b, n_classes)
+        hits = np.bincount(keys, weights=hit.ravel(), minlength=b * n_classes)
+        hits = hits.reshape(b, n_classes)
+        present = support > 0
+        recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
+        # Like sklearn, classes absent from a resample's y_true are left out of the mean.
+        bal[start : start + b] = recall.sum(axis=1) / present.sum(axis=1)
+    return acc, bal
+
+
+def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(samples, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def _calibration(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int
+) -> tuple[float, list[dict[str, Any]]]:
+    """ECE over equal-width bins (lo, hi] of top-1 confidence, weighted by bin count."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # side="left" puts a confidence equal to an edge in the bin that edge closes: (lo, hi].
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    conf_sum = np.bincount(bins, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(bins, weights=correct.astype(np.float64), minlength=n_bins)
+    ece = 0.0
+    reliability = []
+    for b in range(n_bins):
+        count = int(counts[b])
+        mean_conf = float(conf_sum[b] / count) if count else None
+        acc = float(acc_sum[b] / count) if count else None
+        if count:
+            ece += count / confidence.shape[0] * abs(acc - mean_conf)
+        reliability.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "confidence": mean_conf,
+                "accuracy": acc,
+            }
+        )
+    return float(ece), reliability
+
+
+def _confused_pairs(confusion: np.ndarray, classes: list[str]) -> list[tuple[str, str, int]]:
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off)
+    pairs = [(classes[t], classes[p], int(off[t, p])) for t, p in zip(rows, cols)]
+    return sorted(pairs, key=lambda x: (-x[2], x[0], x[1]))
+
+
+def _misclassified(
+    labels: np.ndarray,
+    y_pred: np.ndarray,
+    probs: np.ndarray,
+    confidence: np.ndarray,
+    classes: list[str],
+    paths: list[str] | None,
+) -> list[dict[str, Any]]:
+    wrong = np.flatnonzero(labels != y_pred)
+    # Most confident mistakes first; ties keep row order so the list is deterministic.
+    order = wrong[np.lexsort((wrong, -confidence[wrong]))]
+    return [
+        {
+            "index": int(i),
+            "path": paths[i] if paths is not None else None,
+            "true": classes[labels[i]],
+            "pred": classes[y_pred[i]],
+            "confidence": float(confidence[i]),
+            "prob_true": float(probs[i, labels[i]]),
+        }
+        for i in order
+    ]
+
+
+def _ci_list(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [ci[0], ci[1]]
+
+
+def _fmt_ci(value: float, ci: tuple[float, float] | None) -> str:
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -1,0 +1,203 @@
+"""TransferModel: backbone + head + class names + preprocessing, saved without pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit import __version__
+from tlkit.backbones import Backbone, Preprocessing, create_model, resolve, wrap
+from tlkit.checkpoint import atomic_write_bytes, atomic_write_text
+from tlkit.errors import CheckpointError, ConfigError
+from tlkit.heads import HeadSpec, make_head
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_META = "model.json"
+
+ImageInput = Union[str, os.PathLike, "PIL.Image.Image", torch.Tensor]  # noqa: F821
+
+
+@dataclass
+class Predictions:
+    """What :meth:`TransferModel.predict` returns: plain arrays plus the class names."""
+
+    classes: list[str]
+    probs: np.ndarray  # (N, C)
+    sources: list[str]  # a path, or "<image 3>" for in-memory inputs
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.probs.argmax(axis=1)]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(axis=1)
+
+    def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        k = min(k, len(self.classes))
+        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(self.probs[i, j])) for j in row] for i, row in enumerate(order)]
+
+    def to_records(self, k: int = 3) -> list[dict]:
+        return [{"source": s, "label": lab, "confidence": float(c), "top_k": [{"class": n, "prob": p} for n, p in tk]}
+                for s, lab, c, tk in zip(self.sources, self.labels, self.confidence, self.top_k(k))]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+class TransferModel(nn.Module):
+    """A pretrained backbone with a new head for ``classes``.
+
+    ``model(images)`` returns logits; :meth:`predict` takes paths, PIL images or tensors and returns
+    :class:`Predictions`; :meth:`save` writes ``model.safetensors`` + ``model.json``;
+    :func:`tlkit.load` reads them back.
+    """
+
+    def __init__(self, backbone: Backbone, head_spec: HeadSpec, classes: Sequence[str],
+                 preprocessing: Preprocessing | None = None) -> None:
+        super().__init__()
+        if head_spec.num_classes != len(classes):
+            raise ConfigError(f"head has {head_spec.num_classes} outputs but {len(classes)} class names were given")
+        self.backbone = backbone
+        self.head = make_head(head_spec)
+        self.head_spec = head_spec
+        self.classes = list(classes)
+        self.preprocessing = preprocessing or backbone.preprocessing
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- saving and loading
+    def metadata(self) -> dict:
+        return {
+            "format": "tlkit-model",
+            "tlkit_version": __version__,
+            "backbone": self.backbone.spec.name,
+            "weights_source": self.backbone.weights_source,
+            "feature_dim": self.backbone.feature_dim,
+            "head": self.head_spec.to_dict(),
+            "classes": self.classes,
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically each)."""
+        from safetensors.torch import save
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write_bytes(folder / MODEL_WEIGHTS, save(state))
+        meta = self.metadata() | ({"extra": extra} if extra else {})
+        atomic_write_text(folder / MODEL_META, json.dumps(meta, indent=2, ensure_ascii=False))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "TransferModel":
+        """Load a saved model from its folder (or its ``model.json``); no pickle involved."""
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        if folder.is_file():
+            folder = folder.parent
+        meta_path, weights_path = folder / MODEL_META, folder / MODEL_WEIGHTS
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise CheckpointError(
+                f"no saved tlkit model in {folder}: expected {MODEL_META} and {MODEL_WEIGHTS} "
+                "(give a run directory written by 'tlkit finetune')"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format") != "tlkit-model":
+                raise ValueError("not a tlkit model description")
+            spec = resolve(meta["backbone"])
+            backbone = wrap(spec, create_model(spec), meta.get("weights_source", "none"))
+            head = HeadSpec(**meta["head"])
+            model = cls(backbone, head, meta["classes"], Preprocessing.from_dict(meta["preprocessing"]))
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {meta_path}: {exc}") from exc
+        try:
+            state = load_file(str(weights_path), device="cpu")
+            model.load_state_dict(state, strict=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot load weights {weights_path}: {str(exc).splitlines()[0][:300]}") from exc
+        return model.to(device).eval()
+
+    # -- inference
+    def eval_transform(self):  # noqa: ANN201
+        from tlkit.transforms import eval_transform
+
+        return eval_transform(self.preprocessing)
+
+    @torch.inference_mode()
+    def predict_proba_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        logits = self(batch.to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
+                progress=None) -> Predictions:  # noqa: ANN001
+        """Class probabilities for paths, folders' files, PIL images or preprocessed tensors.
+
+        Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
+        """
+        from PIL import Image
+
+        from tlkit.data import ImageDataset
+
+        if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
+            inputs = [inputs]
+        items = list(inputs)
+        transform = self.eval_transform()
+        tensors: list[torch.Tensor] = []
+        sources: list[str] = []
+        path_items = [str(x) for x in items if isinstance(x, (str, os.PathLike))]
+        if path_items and len(path_items) == len(items):
+            loader = torch.utils.data.DataLoader(ImageDataset(path_items, None, transform), batch_size=batch_size,
+                                                 num_workers=workers, shuffle=False)
+            probs = []
+            done = 0
+            for batch, _, _ in loader:
+                probs.append(self.predict_proba_tensor(batch))
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(path_items))
+            return Predictions(self.classes, torch.cat(probs).numpy(), path_items)
+        from tlkit.data import load_image
+
+        for i, item in enumerate(items):
+            if isinstance(item, torch.Tensor):
+                batch = item.unsqueeze(0) if item.ndim == 3 else item
+                tensors.extend(batch)
+                sources.extend(f"<tensor {i}>" for _ in range(len(batch)))
+            elif isinstance(item, Image.Image):
+                tensors.append(transform(item.convert("RGB")))
+                sources.append(f"<image {i}>")
+            else:
+                tensors.append(transform(load_image(item)))
+                sources.append(str(item))
+        probs = [self.predict_proba_tensor(torch.stack(tensors[s:s + batch_size]))
+                 for s in range(0, len(tensors), batch_size)]
+        return Predictions(self.classes, torch.cat(probs).numpy(), sources)
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransferModel:
+    """Load a model saved by tlkit: a run directory, a model folder or its ``model.json``.
+
+    >>> # model = tlkit.load("runs/leaves"); model.predict("leaf.jpg").labels
+    """
+    return TransferModel.load(path, device=device)

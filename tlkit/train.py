@@ -1,0 +1,605 @@
+"""The stage loop: a recipe's stages run one after another on one model.
+
+Reading order: :func:`run` prepares the run directory, data and model, then calls
+:func:`_run_stage` for each stage; a stage trains either on cached activations (everything
+before its first trainable layer group runs once, see ``tlkit.features``) or, when the whole
+backbone trains, on images. Every epoch ends with validation, a JSON line in ``metrics.jsonl``
+and an atomic checkpoint that is enough to resume exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlkit import backbones as backbones_mod
+from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_checkpoint, rng_state,
+                              save_checkpoint, seed_everything, seed_worker, set_rng_state)
+from tlkit.config import RunConfig, StageConfig, make_config, save_yaml
+from tlkit.data import ImageDataset, Manifest, check, scan
+from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
+from tlkit.features import FeatureStore
+from tlkit.heads import HeadSpec
+from tlkit.model import TransferModel
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+# --------------------------------------------------------------------------------------------
+# progress reporting (display lives in tlkit.console; this is the interface)
+
+
+class Reporter(Protocol):
+    def message(self, text: str) -> None: ...
+    def task(self, description: str, total: int): ...  # returns a callable(done, total)
+    def epoch(self, record: dict) -> None: ...
+
+
+class SilentReporter:
+    def message(self, text: str) -> None:
+        pass
+
+    def task(self, description: str, total: int):  # noqa: ANN201
+        return None
+
+    def epoch(self, record: dict) -> None:
+        pass
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns."""
+
+    model: TransferModel
+    run_dir: Path
+    config: RunConfig
+    manifest: Manifest
+    history: list[dict] = field(default_factory=list)
+    evaluation: Any = None  # tlkit.evaluate.EvalResult on the test split, when there is one
+    timings: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        acc = f", test accuracy={self.evaluation.accuracy:.3f}" if self.evaluation is not None else ""
+        return f"FinetuneResult(run_dir='{self.run_dir}', backbone={self.model.backbone.name}{acc})"
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def finetune(data: str | os.PathLike, backbone: str | None = None, recipe: Any = None, *,
+             reporter: Reporter | None = None, **overrides: Any) -> FinetuneResult:
+    """Fine-tune a pretrained backbone on a folder of class folders; the same options as the CLI.
+
+    >>> # result = tlkit.finetune("data/leaves", backbone="resnet18", epochs=5)
+    >>> # result.evaluation.accuracy, result.run_dir
+    """
+    cfg = make_config(data, backbone=backbone, recipe=recipe, **overrides)
+    return run(cfg, reporter=reporter)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for but CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def default_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    return min(8, max(0, cores - 1)) if device.type == "cuda" else min(4, max(0, cores // 2))
+
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    """Create the run directory; an existing run is refused unless resume or overwrite is set."""
+    explicit = cfg.out is not None
+    if explicit:
+        out = Path(cfg.out)
+    else:
+        name = Path(cfg.data.path).resolve().name or "data"
+        out = Path("runs") / name
+        if not cfg.resume:
+            n = 2
+            while out.exists() and any(out.iterdir()):
+                out = Path("runs") / f"{name}-{n}"
+                n += 1
+    occupied = out.exists() and any(out.iterdir())
+    if cfg.resume:
+        if not (out / CHECKPOINT).is_file():
+            raise CheckpointError(f"nothing to resume in {out}: no {CHECKPOINT}. Start a new run without --resume")
+    elif occupied:
+        if not cfg.overwrite:
+            raise ConfigError(f"output directory {out} already holds a run; pass --resume to continue it, "
+                              "--overwrite to replace it, or --out DIR for a new one")
+        if not (out / "config.yaml").is_file():
+            raise ConfigError(f"refusing to overwrite {out}: it does not look like a tlkit run (no config.yaml)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
+    cfg.out = str(out)
+    return out
+
+
+def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
+    """Run a validated config end to end: data, backbone, stages, saved model, test evaluation."""
+    cfg.validate()
+    reporter = reporter or SilentReporter()
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    run_dir = prepare_run_dir(cfg)
+    save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+
+    manifest = _prepare_data(cfg, run_dir, reporter)
+    seed_everything(cfg.seed)
+    backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
+                                   weights_file=cfg.model.weights, offline=cfg.model.offline)
+    preprocessing = backbone.preprocessing.with_size(cfg.data.image_size)
+    head = HeadSpec(cfg.model.head, backbone.feature_dim, len(manifest.classes), cfg.model.hidden_dim,
+                    cfg.model.dropout, cfg.model.norm)
+    model = TransferModel(backbone, head, manifest.classes, preprocessing).to(device)
+    reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "
+                     f"{preprocessing.input_size}px, device {device}")
+
+    trainer = _Trainer(cfg, model, manifest, run_dir, device, workers, reporter)
+    trainer.restore_if_resuming()
+    try:
+        for index, stage in enumerate(cfg.recipe.stages):
+            if index < trainer.stage_index:
+                continue
+            trainer.run_stage(index, stage.for_device(device.type))
+    except KeyboardInterrupt:
+        trainer.save_interrupted()
+        reporter.message(f"interrupted: progress saved in {run_dir / CHECKPOINT}; "
+                         f"continue with: tlkit finetune {cfg.data.path} --out {run_dir} --resume")
+        raise
+    timings = {"total_seconds": time.perf_counter() - t_start, **trainer.timings}
+    model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings})
+    evaluation = trainer.evaluate_test()
+    timings["total_seconds"] = time.perf_counter() - t_start
+    if evaluation is not None:
+        from tlkit.data import load_image
+        from tlkit.report import write_report
+
+        write_report(evaluation, run_dir, load_image=load_image, title=f"tlkit: {Path(cfg.data.path).name}",
+                     extra={"backbone": backbone.name, "recipe": cfg.recipe.name, "run_dir": str(run_dir),
+                            "timings": timings, "val": trainer.last_val})
+    atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
+    return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings)
+
+
+def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter) -> Manifest:
+    splits_path = run_dir / "splits.json"
+    if cfg.resume and splits_path.is_file():
+        return Manifest.load(splits_path, root=str(Path(cfg.data.path).resolve()))
+    manifest = scan(cfg.data.path, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                    seed=cfg.seed)
+    report = check(manifest)
+    for problem in report.warnings:
+        reporter.message(f"warning: {problem.message}")
+    if report.bad_files:
+        if not cfg.data.skip_bad:
+            listed = ", ".join(report.bad_files[:10]) + (f" and {len(report.bad_files) - 10} more" if len(report.bad_files) > 10 else "")
+            raise DataError(f"{len(report.bad_files)} unreadable image(s) in {cfg.data.path}: {listed}. "
+                            "Fix or remove them, or pass --skip-bad to leave them out (they are listed in the run directory)")
+        manifest = manifest.without(report.bad_files, "unreadable")
+        atomic_write_text(run_dir / "skipped.json", json.dumps(manifest.skipped, indent=2, ensure_ascii=False))
+        reporter.message(f"skipped {len(report.bad_files)} unreadable file(s); class counts now: {manifest.counts('train')}")
+    fatal = [p for p in report.errors if p.kind not in ("unreadable",)]
+    if fatal:
+        raise DataError(fatal[0].message)
+    if not manifest.splits.get("train"):
+        raise DataError(f"no training images found in {cfg.data.path}")
+    manifest.save(splits_path)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+
+
+class _Trainer:
+    def __init__(self, cfg: RunConfig, model: TransferModel, manifest: Manifest, run_dir: Path,
+                 device: torch.device, workers: int, reporter: Reporter) -> None:
+        self.cfg, self.model, self.manifest, self.run_dir = cfg, model, manifest, run_dir
+        self.device, self.workers, self.reporter = device, workers, reporter
+        self.store = FeatureStore(cfg.cache_dir)
+        self.history: list[dict] = []
+        self.timings: dict[str, float] = {"extract_seconds": 0.0, "train_seconds": 0.0}
+        self.stage_index = 0
+        self.resume_state: dict | None = None
+        self.last_val: dict = {}
+        backbone = model.backbone
+        # the earliest layer group any cached stage trains: activations before it are computed once
+        starts = [self._first_trainable(s) for s in cfg.recipe.stages]
+        cached = [k for k in starts if k > 0 and (backbone.sequential or k == backbone.num_groups)]
+        self.base_group = min(cached) if cached else backbone.num_groups
+        self._base: dict[tuple[str, int], torch.Tensor] = {}
+        self._base_fingerprint: str | None = None
+        self._checkpoint_state: dict | None = None
+
+    def _first_trainable(self, stage: StageConfig) -> int:
+        n = self.model.backbone.num_groups
+        if stage.kind == "probe":
+            return n
+        unfreeze = n if stage.unfreeze == "all" else min(int(stage.unfreeze), n)
+        k = n - unfreeze
+        if k < n and not self.model.backbone.sequential:
+            return 0
+        return k
+
+    # -- resume
+    def restore_if_resuming(self) -> None:
+        if not self.cfg.resume:
+            return
+        state = load_checkpoint(self.run_dir / CHECKPOINT)
+        self.model.load_state_dict(state["model"])
+        self.history = [json.loads(line) for line in state["history"]]
+        # epochs logged after the checkpoint was written are replayed, so the log is rewritten to match
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        self.stage_index = int(state["stage"])
+        self.resume_state = state if not state["stage_done"] else None
+        if state["stage_done"]:
+            self.stage_index += 1
+        self.reporter.message(f"resuming at stage {self.stage_index + 1}, after epoch {state['epoch'] + 1}")
+
+    # -- cached activations
+    def _base_inputs(self, split: str, view: int, augment: str, stage_seed: int) -> torch.Tensor:
+        key = (split if augment == "none" else f"{split}:{augment}", view)
+        if key not in self._base:
+            paths = self.manifest.paths(split)
+            if not paths:
+                return torch.empty(0)
+            label = f"extract {split}" + (f" view {view + 1} ({augment})" if augment != "none" else "")
+            tick = self.reporter.task(label, len(paths))
+            t0 = time.perf_counter()
+            feats, stats = self.store.get(
+                self.model.backbone, self.model.preprocessing, paths, stop_group=self.base_group, augment=augment,
+                view=view, seed=stage_seed, batch_size=64, workers=self.workers, device=self.device, progress=tick)
+            self.timings["extract_seconds"] += time.perf_counter() - t0
+            if self._base_fingerprint is None:
+                from tlkit.features import backbone_fingerprint
+
+                self._base_fingerprint = backbone_fingerprint(self.model.backbone, self.base_group)
+            if stats.hits and tick is not None:
+                tick(len(paths), len(paths))
+            self._base[key] = feats
+        return self._base[key]
+
+    def _inputs_at(self, k: int, split: str, view: int = 0, augment: str = "none") -> torch.Tensor:
+        """Activations entering group ``k`` (pooled features when k == num_groups), from the base cache."""
+        base = self._base_inputs(split, view, augment, self.cfg.seed)
+        if k == self.base_group or len(base) == 0:
+            return base
+        backbone = self.model.backbone
+        backbone.eval()
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(base), 256):
+                x = base[s:s + 256].to(self.device)
+                out.append(backbone.forward_groups(x, self.base_group, k).float().cpu())
+        return torch.cat(out)
+
+    # -- one stage
+    def run_stage(self, index: int, stage: StageConfig) -> None:
+        backbone = self.model.backbone
+        k = self._first_trainable(stage)
+        unfreeze = 0 if stage.kind == "probe" else (backbone.num_groups - k if k > 0 else "all")
+        backbone.freeze(unfreeze)
+        cached = k > 0
+        name = stage.name or f"{stage.kind}" + (f" (last {backbone.num_groups - k} groups)" if 0 < k < backbone.num_groups else "")
+        self.reporter.message(f"stage {index + 1}/{len(self.cfg.recipe.stages)}: {name}, {stage.epochs} epochs, "
+                              f"{'cached activations' if cached else 'full images'}")
+        train_labels = torch.tensor(self.manifest.labels("train"), dtype=torch.long)
+        val_labels = torch.tensor(self.manifest.labels("val"), dtype=torch.long)
+        if cached:
+            views = [self._inputs_at(k, "train", 0, "none")]
+            if stage.augment != "none":
+                views += [self._inputs_at(k, "train", v, stage.augment) for v in range(stage.views)]
+            val_inputs = self._inputs_at(k, "val")
+        else:
+            views, val_inputs = [], None
+
+        optimizer = self._optimizer(stage, k)
+        steps_per_epoch = max(1, math.ceil(len(train_labels) / stage.batch_size))
+        if len(train_labels) > stage.batch_size and len(train_labels) % stage.batch_size == 1:
+            steps_per_epoch -= 1  # the lone last sample is dropped (BatchNorm cannot train on one)
+        scheduler = self._scheduler(stage, optimizer, steps_per_epoch)
+        class_weights = None
+        if stage.class_weighting == "balanced":
+            counts = torch.bincount(train_labels, minlength=len(self.manifest.classes)).float()
+            class_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
+
+        trainable_keys = self._trainable_keys()
+        start_epoch, step = 0, 0
+        best_metric, best_state, bad_epochs = None, None, 0
+        if self.resume_state is not None and int(self.resume_state["stage"]) == index:
+            st = self.resume_state
+            optimizer.load_state_dict(st["optimizer"])
+            scheduler.load_state_dict(st["scheduler"])
+            start_epoch, step = int(st["epoch"]) + 1, int(st["step"])
+            best_metric = st["best_metric"]
+            best_state = st["best_state"] or None
+            bad_epochs = int(st["bad_epochs"])
+            set_rng_state(st["rng"])
+            self.resume_state = None
+
+        for epoch in range(start_epoch, stage.epochs):
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + index * 1009 + epoch)
+            self.model.train()
+            if cached:
+                loss, step = self._epoch_cached(stage, index, epoch, step, k, views, train_labels, optimizer,
+                                                scheduler, class_weights, gen)
+            else:
+                loss, step = self._epoch_images(stage, index, epoch, step, train_labels, optimizer, scheduler,
+                                                class_weights, gen)
+            val = self._validate(k, val_inputs, val_labels) if len(val_labels) else {}
+            seconds = time.perf_counter() - t0
+            self.timings["train_seconds"] += seconds
+            record = {"stage": index, "stage_kind": stage.kind, "epoch": epoch, "step": step, "train_loss": loss,
+                      "lr": optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 4), **val}
+            self.history.append(record)
+            self.last_val = val
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self.reporter.epoch(record)
+
+            metric = self._metric_value(stage, record)
+            improved = best_metric is None or metric > best_metric
+            if improved:
+                best_metric, bad_epochs = metric, 0
+                best_state = {k_: v.detach().clone() for k_, v in self.model.state_dict().items()
+                              if k_ in trainable_keys}
+            else:
+                bad_epochs += 1
+            stop = stage.early_stopping is not None and bad_epochs >= stage.early_stopping
+            done = stop or epoch == stage.epochs - 1
+            if done and best_state is not None:
+                self.model.load_state_dict(best_state, strict=False)
+            self._save(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs, stage_done=done)
+            if stop:
+                self.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for {bad_epochs} epochs")
+                break
+        if stage.epochs == 0:
+            self._save(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True)
+
+    def _trainable_keys(self) -> set[str]:
+        """State-dict keys that a stage can change: trainable parameters and their modules' buffers."""
+        keys = set()
+        for module_name, module in self.model.named_modules():
+            own = list(module.named_parameters(recurse=False))
+            if own and any(p.requires_grad for _, p in own):
+                prefix = f"{module_name}." if module_name else ""
+                keys.update(prefix + n for n, _ in own)
+                keys.update(prefix + n for n, _ in module.named_buffers(recurse=False))
+        return keys
+
+    def _metric_value(self, stage: StageConfig, record: dict) -> float:
+        if stage.metric == "val_loss":
+            return -record["val_loss"] if "val_loss" in record else -record["train_loss"]
+        return record.get(stage.metric, -record["train_loss"])
+
+    def _optimizer(self, stage: StageConfig, k: int) -> torch.optim.Optimizer:
+        backbone = self.model.backbone
+        n = backbone.num_groups
+        groups = [{"params": list(self.model.head.parameters()), "lr": stage.lr}]
+        seen = {id(p) for p in groups[0]["params"]}
+        for g in range(n - 1, max(k, 0) - 1, -1):  # later groups keep more of the head's rate
+            params = [p for m in backbone.group_modules(g) for p in m.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if params:
+                groups.append({"params": params, "lr": stage.lr * stage.lr_decay ** (n - g)})
+        groups = list(reversed(groups))  # earliest first; the head's group is last
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        if stage.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
+                                   nesterov=True)
+        return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+
+    def _scheduler(self, stage: StageConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):  # noqa: ANN202
+        total = max(1, stage.epochs * steps_per_epoch)
+        if stage.schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                       total_steps=total + 1)
+        warmup = int(stage.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if stage.schedule == "constant":
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def _batches(self, n: int, batch_size: int, stage: StageConfig, labels: torch.Tensor,
+                 gen: torch.Generator) -> list[torch.Tensor]:
+        if stage.class_weighting == "sampler":
+            counts = torch.bincount(labels, minlength=len(self.manifest.classes)).float()
+            weights = 1.0 / counts.clamp(min=1)[labels]
+            order = torch.multinomial(weights, n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(n, generator=gen)
+        batches = list(order.split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches = batches[:-1]
+        return batches
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor, stage: StageConfig,
+              class_weights: torch.Tensor | None) -> torch.Tensor:
+        if targets.ndim == 2:  # soft targets from mixup / cutmix
+            logp = F.log_softmax(logits.float(), dim=1)
+            if stage.label_smoothing:
+                targets = targets * (1 - stage.label_smoothing) + stage.label_smoothing / targets.shape[1]
+            per = -(targets * logp)
+            if class_weights is not None:
+                per = per * class_weights
+            return per.sum(1).mean()
+        return F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=stage.label_smoothing)
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor, stage: StageConfig, gen: torch.Generator):  # noqa: ANN202
+        if not (stage.mixup or stage.cutmix):
+            return x, y
+        c = len(self.manifest.classes)
+        onehot = F.one_hot(y, c).float()
+        perm = torch.randperm(len(x), generator=gen).to(x.device)
+        use_cutmix = stage.cutmix > 0 and x.ndim == 4 and (not stage.mixup or torch.rand(1, generator=gen).item() < 0.5)
+        alpha = stage.cutmix if use_cutmix else stage.mixup
+        lam = float(np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen))).beta(alpha, alpha))
+        if use_cutmix:
+            h, w = x.shape[-2:]
+            ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+            cy, cx = int(torch.randint(0, h, (1,), generator=gen)), int(torch.randint(0, w, (1,), generator=gen))
+            y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+            x = x.clone()
+            x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+            lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+        else:
+            x = lam * x + (1 - lam) * x[perm]
+        return x, lam * onehot + (1 - lam) * onehot[perm]
+
+    def _step(self, stage: StageConfig, index: int, epoch: int, step: int, logits_fn, x: torch.Tensor,  # noqa: ANN001
+              y: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, class_weights) -> float:  # noqa: ANN001
+        use_amp = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = logits_fn(x)
+        loss = self._loss(logits, y, stage, class_weights)
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"loss became {loss.item()} in stage {index + 1} ({stage.kind}), epoch {epoch + 1}, step {step + 1}, "
+                f"learning rate {optimizer.param_groups[-1]['lr']:.3g}; lower the learning rate (--lr) or set grad_clip. "
+                "No checkpoint was written from the diverged state")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stage.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], stage.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    def _epoch_cached(self, stage, index, epoch, step, k, views, labels, optimizer, scheduler, class_weights, gen):  # noqa: ANN001, ANN202
+        backbone, head = self.model.backbone, self.model.head
+        total, count = 0.0, 0
+        view_choice = torch.randint(0, len(views), (len(labels),), generator=gen)
+        for batch in self._batches(len(labels), stage.batch_size, stage, labels, gen):
+            rows = [views[int(v)][int(i)] for i, v in zip(batch, view_choice[batch])]
+            x = torch.stack(rows).to(self.device)
+            y = labels[batch].to(self.device)
+            x, y = self._mix(x, y, stage, gen)
+            loss = self._step(stage, index, epoch, step, lambda t: head(backbone.forward_groups(t, k)), x, y,
+                              optimizer, scheduler, class_weights)
+            step += 1
+            total += loss * len(batch)
+            count += len(batch)
+        return total / max(1, count), step
+
+    def _image_loader(self, split: str, transform, shuffle_gen: torch.Generator | None, batch_size: int):  # noqa: ANN001, ANN202
+        dataset = ImageDataset(self.manifest.paths(split), self.manifest.labels(split), transform)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen,
+            num_workers=self.workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
+            drop_last=shuffle_gen is not None and len(dataset) > batch_size and len(dataset) % batch_size == 1)
+
+    def _epoch_images(self, stage, index, epoch, step, labels, optimizer, scheduler, class_weights, gen):  # noqa: ANN001, ANN202
+        from tlkit.transforms import train_transform
+
+        if stage.class_weighting == "sampler":
+            raise ConfigError("class_weighting: sampler is supported on cached stages only; use 'balanced' here")
+        loader = self._image_loader("train", train_transform(self.model.preprocessing, stage.augment), gen,
+                                    stage.batch_size)
+        total, count = 0.0, 0
+        for images, y, _ in loader:
+            x = images.to(self.device)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(self.device)
+            x, y = self._mix(x, y, stage, gen)
+            loss = self._step(stage, index, epoch, step, self.model, x, y, optimizer, scheduler, class_weights)
+            step += 1
+            total += loss * len(images)
+            count += len(images)
+        return total / max(1, count), step
+
+    def _probs(self, k: int | None, inputs: torch.Tensor | None, split: str) -> torch.Tensor:
+        """Class probabilities for a split, from cached activations when possible."""
+        self.model.eval()
+        backbone, head = self.model.backbone, self.model.head
+        out = []
+        with torch.inference_mode():
+            if inputs is not None:
+                for s in range(0, len(inputs), 256):
+                    x = inputs[s:s + 256].to(self.device)
+                    out.append(torch.softmax(head(backbone.forward_groups(x, k)).float(), 1).cpu())
+            else:
+                from tlkit.transforms import eval_transform
+
+                for images, _, _ in self._image_loader(split, eval_transform(self.model.preprocessing), None, 64):
+                    out.append(torch.softmax(self.model(images.to(self.device)).float(), 1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.manifest.classes))
+
+    def _validate(self, k: int, inputs: torch.Tensor | None, labels: torch.Tensor) -> dict:
+        from sklearn.metrics import balanced_accuracy_score
+
+        probs = self._probs(k if inputs is not None else None, inputs, "val")
+        loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
+        pred = probs.argmax(1).numpy()
+        return {"val_loss": loss, "val_accuracy": float((pred == labels.numpy()).mean()),
+                "val_balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), pred))}
+
+    def evaluate_test(self):  # noqa: ANN201
+        from tlkit.evaluate import evaluate_predictions
+
+        labels = self.manifest.labels("test")
+        if not labels:
+            return None
+        # Same weights either way: cached activations only skip recomputing a prefix that never changed.
+        inputs = self._base_inputs("test", 0, "none", self.cfg.seed) if self._prefix_unchanged() else None
+        probs = self._probs(self.base_group if inputs is not None else None, inputs, "test")
+        return evaluate_predictions(np.array(labels), probs.numpy(), self.manifest.classes,
+                                    paths=self.manifest.paths("test"), seed=self.cfg.seed)
+
+    def _prefix_unchanged(self) -> bool:
+        from tlkit.features import backbone_fingerprint
+
+        if not self._base or self._base_fingerprint is None:
+            return False
+        return backbone_fingerprint(self.model.backbone, self.base_group) == self._base_fingerprint
+
+    # -- checkpoints
+    def _save(self, stage: int, epoch: int, step: int, optimizer, scheduler, best_metric, best_state, bad_epochs,  # noqa: ANN001
+              *, stage_done: bool) -> None:
+        state = {
+            "format": "tlkit-checkpoint",
+            "stage": stage, "epoch": epoch, "step": step, "stage_done": stage_done,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "best_metric": best_metric, "best_state": best_state or {}, "bad_epochs": bad_epochs,
+            "rng": rng_state(),
+            "history": [json.dumps(r) for r in self.history],
+        }
+        save_checkpoint(state, self.run_dir / CHECKPOINT)
+        self._checkpoint_state = {"stage": stage, "epoch": epoch}
+
+    def save_interrupted(self) -> None:
+        """Ctrl-C: the last epoch-end checkpoint is already on disk, written atomically; say so."""
+        if not (self.run_dir / CHECKPOINT).is_file():
+            self.reporter.message("interrupted before the first epoch ended: nothing to resume from yet")
+
