@@ -918,3 +918,23 @@ def export_digits(out_dir: str | os.PathLike[str], *, image_size: int = 64, seed
         os.replace(tmp, path)
     _atomic_write(marker, json.dumps(settings, sort_keys=True).encode("utf-8"))
     return out
+
+
+def list_images(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Image files named directly, or found below folders (recursively, hidden entries skipped), in order.
+
+    Used by ``tlkit predict``: a missing path or a folder with no images is a DataError naming it.
+    """
+    found: list[str] = []
+    for item in inputs:
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            images = [os.path.join(path, rel) for rel in _images_under(path, path)]
+            if not images:
+                raise DataError(f"no images in folder {path} (accepted: {', '.join(IMAGE_EXTENSIONS)})")
+            found.extend(images)
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise DataError(f"no such file or folder: {path}")
+    return found

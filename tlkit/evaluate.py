@@ -484,3 +484,70 @@ def _fmt_ci(value: float, ci: tuple[float, float] | None) -> str:
     if ci is None:
         return f"{value:.3f}"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+# --------------------------------------------------------------------------------------------
+# the front door: a model (or run directory) and a dataset in, an EvalResult out
+
+
+def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_size: int = 32, workers: int = 0,
+             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0) -> EvalResult:
+    """Evaluate a trained model on a dataset, over the model's full class list.
+
+    ``model_or_run``: a :class:`~tlkit.model.TransferModel`, a run directory or a saved model folder.
+    ``data``: ``None`` (the run's own ``split`` from its ``splits.json``), a folder of class folders
+    (every image is used unless ``split`` names a split of a train/val/test layout), or a
+    :class:`~tlkit.data.Manifest`. Images in folders whose name is not one of the model's classes
+    are reported in ``result.unknown``, never silently dropped.
+
+    >>> # result = tlkit.evaluate("runs/leaves", "data/new_leaves", split="all"); result.accuracy
+    """
+    from pathlib import Path
+
+    from tlkit.data import Manifest, scan
+    from tlkit.model import TransferModel, load
+
+    model = model_or_run if isinstance(model_or_run, TransferModel) else load(model_or_run, device=device)
+    if split not in ("train", "val", "test", "all"):
+        raise ConfigError(f"split must be train, val, test or all, got {split!r}")
+    if data is None:
+        if isinstance(model_or_run, TransferModel):
+            raise ConfigError("data: give a folder or a Manifest when evaluating a model object")
+        splits_path = Path(model_or_run) / "splits.json"
+        if not splits_path.is_file():
+            raise DataError(f"{model_or_run} has no splits.json; give the DATA folder to evaluate on")
+        manifest = Manifest.load(splits_path)
+    elif isinstance(data, Manifest):
+        manifest = data
+    else:
+        root = Path(data)
+        is_split_layout = any(p.is_dir() and p.name.lower() == "train" for p in root.iterdir()) if root.is_dir() else False
+        if not is_split_layout and split != "all":
+            split = "all"  # a plain class-folder dataset given for evaluation is used whole
+        manifest = scan(root, val_fraction=0.0, test_fraction=0.0) if not is_split_layout else scan(root)
+    names = ("train", "val", "test") if split == "all" else (split,)
+    rows = [(path, manifest.classes[label]) for s in names for path, label in zip(manifest.paths(s), manifest.labels(s))]
+    if not rows:
+        raise DataError(f"no images in split '{split}' of {manifest.root}")
+    index = {name: i for i, name in enumerate(model.classes)}
+    known = [(p, index[c]) for p, c in rows if c in index]
+    unknown: dict[str, list[str]] = {}
+    for p, c in rows:
+        if c not in index:
+            unknown.setdefault(c, []).append(p)
+    if not known:
+        raise DataError(f"none of the classes in {manifest.root} ({', '.join(sorted(unknown))}) is known to the model "
+                        f"(classes: {', '.join(model.classes)})")
+    preds = model.predict([p for p, _ in known], batch_size=batch_size, workers=workers)
+    return evaluate_predictions(np.array([y for _, y in known]), preds.probs, model.classes,
+                                paths=[p for p, _ in known], unknown=unknown, n_bootstrap=n_bootstrap, seed=seed)
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Lets ``tlkit.evaluate(...)`` call :func:`evaluate` although ``tlkit.evaluate`` is also this module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
