@@ -38,6 +38,10 @@ def __getattr__(name: str):  # noqa: ANN202
         from tlkit import evaluate as evaluate_mod
 
         return getattr(evaluate_mod, name)
+    if name == "demo":
+        from tlkit.demo import demo
+
+        return demo
     if name == "evaluate":
         import importlib
 

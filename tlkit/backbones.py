@@ -497,10 +497,17 @@ def describe_name(name: str) -> dict:
     from tlkit import weights as weights_mod
 
     spec = resolve(name)
-    with torch.device("meta"):
+    device = "meta"
+    try:
+        with torch.device(device):
+            model = create_model(spec)
+    except BackboneError:  # a few constructors compute with real tensors (torchvision RegNet): use the CPU
+        device = "cpu"
         model = create_model(spec)
+    with torch.device(device):
         bb = wrap(spec, model) if spec.source == "timm" or _tv_layout_is_cheap(model) else None
-    params = count_parameters(bb.model if bb is not None else model)
+    # count what the backbone runs: torchvision's 1000-class classifier stays in bb.model only for its names
+    params = _used_parameter_count(bb) if bb is not None else count_parameters(model)
     feature_dim = bb.feature_dim if bb is not None else -1
     pre = bb.preprocessing if bb is not None else preprocessing_for(spec)
     return {
@@ -511,6 +518,11 @@ def describe_name(name: str) -> dict:
         "input_size": pre.input_size,
         "weights": weights_mod.availability(spec),
     }
+
+
+def _used_parameter_count(bb: Backbone) -> int:
+    unique = {id(p): p for i in range(bb.num_groups) for m in bb.group_modules(i) for p in m.parameters()}
+    return sum(p.numel() for p in unique.values())
 
 
 def _tv_layout_is_cheap(model: nn.Module) -> bool:

@@ -7,6 +7,7 @@ over the old one: a process killed mid-write leaves the previous checkpoint inta
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
@@ -100,6 +101,9 @@ def rng_state() -> dict:
         "python": _python_state_to_tensor(random.getstate()),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
+        "numpy_gauss": torch.tensor([float(np_state[3]), float(np_state[4])], dtype=torch.float64),
+        "python_gauss": torch.tensor([float("nan") if random.getstate()[2] is None else random.getstate()[2]],
+                                     dtype=torch.float64),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -108,9 +112,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(_python_state_from_tensor(state["python"]))
+    python = _python_state_from_tensor(state["python"])
+    if "python_gauss" in state and not math.isnan(float(state["python_gauss"][0])):
+        python = (python[0], python[1], float(state["python_gauss"][0]))
+    random.setstate(python)
     keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    has_gauss, cached = (int(state["numpy_gauss"][0]), float(state["numpy_gauss"][1])) if "numpy_gauss" in state else (0, 0.0)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -237,6 +237,27 @@ def predict(
         out.print(table)
 
 
+@app.command()
+@_friendly
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo dataset and run.")] = Path("demo-run"),
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs for every stage (default: the recipe's).")] = None,
+) -> None:
+    """Run tlkit end to end offline: digits dataset, packaged EfficientNet-Lite0, default recipe, report.
+
+    Example: [bold]tlkit demo --out demo-run[/]
+    """
+    from tlkit.console import RichReporter
+    from tlkit.demo import demo as demo_fn
+    from tlkit.report import print_summary
+
+    result = demo_fn(out_dir, reporter=RichReporter(err), epochs=epochs)
+    if result.evaluation is not None:
+        print_summary(result.evaluation, out)
+    out.print(f"demo finished in {result.timings['total_seconds']:.0f}s; dataset {out_dir / 'data'}, "
+              f"run {result.run_dir}; open {result.run_dir / 'report.html'} in a browser")
+
+
 def main() -> None:
     app()
 

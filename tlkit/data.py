@@ -878,12 +878,14 @@ class ImageDataset(torch.utils.data.Dataset):
 _DIGITS_MARKER = ".tlkit-digits.json"
 
 
-def export_digits(out_dir: str | os.PathLike[str], *, image_size: int = 64, seed: int = 0) -> str:
+def export_digits(out_dir: str | os.PathLike[str], *, image_size: int = 64, seed: int = 0,
+                  per_class: int | None = None) -> str:
     """Write scikit-learn's 1797 8x8 digits as ``out_dir/<digit>/<digit>_<index:04d>.png``.
 
     Images are grayscale (mode L), upscaled with bicubic resampling to ``image_size``. The
     export is deterministic; ``seed`` is recorded but does not change the images. A hidden
-    marker file makes a second call with the same settings return at once. Returns ``out_dir``.
+    marker file makes a second call with the same settings return at once. ``per_class`` keeps
+    only the first N images of each digit (small examples and tests). Returns ``out_dir``.
 
     Example::
 
@@ -896,9 +898,14 @@ def export_digits(out_dir: str | os.PathLike[str], *, image_size: int = 64, seed
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
     out = os.fspath(out_dir)
     marker = os.path.join(out, _DIGITS_MARKER)
-    settings = {"count": 1797, "image_size": image_size, "seed": seed}
     digits = load_digits()
-    names = [f"{target}/{target}_{i:04d}.png" for i, target in enumerate(digits.target)]
+    keep = list(range(len(digits.target)))
+    if per_class is not None:
+        seen: dict[int, int] = {}
+        keep = [i for i in keep if seen.setdefault(int(digits.target[i]), 0) < per_class
+                and not seen.__setitem__(int(digits.target[i]), seen[int(digits.target[i])] + 1)]
+    settings = {"count": len(keep), "image_size": image_size, "seed": seed}
+    names = [f"{digits.target[i]}/{digits.target[i]}_{i:04d}.png" for i in keep]
     try:
         with open(marker, encoding="utf-8") as handle:
             if json.load(handle) == settings and all(os.path.isfile(os.path.join(out, n)) for n in names):
@@ -909,7 +916,7 @@ def export_digits(out_dir: str | os.PathLike[str], *, image_size: int = 64, seed
         os.makedirs(os.path.join(out, str(digit)), exist_ok=True)
     # Pixel values are 0..16; scale to 0..255 before resizing.
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    for name, image in zip(names, pixels):
+    for name, image in zip(names, pixels[keep]):
         small = Image.fromarray(image)
         big = small.resize((image_size, image_size), Image.Resampling.BICUBIC)
         path = os.path.join(out, *name.split("/"))

@@ -73,9 +73,12 @@ class _ViewDataset(Dataset):
         from tlkit.data import load_image
 
         image = load_image(self.paths[index])
-        if self.seeds is not None:
+        if self.seeds is None:
+            return self.transform(image), index
+        # seeded per (file, view); forked so the caller's global RNG (workers=0) is left as it was
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seeds[index])
-        return self.transform(image), index
+            return self.transform(image), index
 
 
 def _view_seed(fid: str, view: int, seed: int) -> int:
@@ -160,7 +163,9 @@ class FeatureStore:
             dataset = _ViewDataset([paths[i] for i in missing], transform, seeds)
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False)
-            fresh = run_backbone(backbone.to(device), loader, stop_group, device, progress=progress, total=len(missing))
+            with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
+                fresh = run_backbone(backbone.to(device), loader, stop_group, device, progress=progress,
+                                     total=len(missing))
             base = len(index)
             for offset, i in enumerate(missing):
                 index[ids[i]] = base + offset

@@ -338,6 +338,11 @@ class _Trainer:
             bad_epochs = int(st["bad_epochs"])
             set_rng_state(st["rng"])
             self.resume_state = None
+        else:
+            # A stage starts from RNG states fixed by (seed, stage) alone, so what ran before it
+            # (feature extraction or a cache hit, earlier stages, a resume at the stage boundary)
+            # cannot change its dropout masks or augmentations.
+            seed_everything(self.cfg.seed * 1000003 + index * 1009 + 104729)
 
         for epoch in range(start_epoch, stage.epochs):
             t0 = time.perf_counter()
@@ -350,6 +355,7 @@ class _Trainer:
                 loss, step = self._epoch_images(stage, index, epoch, step, train_labels, optimizer, scheduler,
                                                 class_weights, gen)
             val = self._validate(k, val_inputs, val_labels) if len(val_labels) else {}
+            self._check_finite(stage, index, epoch, step, optimizer, val)
             seconds = time.perf_counter() - t0
             self.timings["train_seconds"] += seconds
             record = {"stage": index, "stage_kind": stage.kind, "epoch": epoch, "step": step, "train_loss": loss,
@@ -378,6 +384,16 @@ class _Trainer:
                 break
         if stage.epochs == 0:
             self._save(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True)
+
+    def _check_finite(self, stage: StageConfig, index: int, epoch: int, step: int, optimizer, val: dict) -> None:  # noqa: ANN001
+        """The last step of an epoch can leave NaN/inf weights behind a finite loss: stop before saving them."""
+        bad = [name for name, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad or not math.isfinite(val.get("val_loss", 0.0)):
+            what = f"weights {', '.join(bad[:3])}" if bad else "validation loss"
+            raise DivergedError(
+                f"{what} became NaN/inf in stage {index + 1} ({stage.kind}), epoch {epoch + 1}, step {step}, "
+                f"learning rate {optimizer.param_groups[-1]['lr']:.3g}; lower the learning rate (--lr) or set grad_clip. "
+                "No checkpoint was written from the diverged state")
 
     def _trainable_keys(self) -> set[str]:
         """State-dict keys that a stage can change: trainable parameters and their modules' buffers."""

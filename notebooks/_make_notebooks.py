@@ -1,0 +1,88 @@
+import nbformat as nbf
+from nbformat.v4 import new_notebook, new_markdown_cell as md, new_code_cell as code
+
+SETUP = '''import os
+import tlkit
+
+# Small settings let the test suite execute this notebook in seconds; the defaults are the real thing.
+BACKBONE = os.environ.get("TLKIT_NB_BACKBONE", "efficientnet_lite0")
+PRETRAINED = os.environ.get("TLKIT_NB_PRETRAINED", "1") == "1"
+IMAGE_SIZE = int(os.environ.get("TLKIT_NB_IMAGE_SIZE", "128"))
+EPOCHS = int(os.environ["TLKIT_NB_EPOCHS"]) if "TLKIT_NB_EPOCHS" in os.environ else None
+WORK = os.environ.get("TLKIT_NB_WORK", "nb-work")
+PER_CLASS = int(os.environ["TLKIT_NB_PER_CLASS"]) if "TLKIT_NB_PER_CLASS" in os.environ else None
+options = dict(pretrained=PRETRAINED, image_size=IMAGE_SIZE, epochs=EPOCHS, overwrite=True)'''
+
+def save(nb, path):
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbf.write(nb, path)
+
+nb = new_notebook(cells=[
+    md("# tlkit quickstart\n\nA folder of class folders in, a fine-tuned classifier and an honest evaluation out.\n"
+       "This notebook uses scikit-learn's handwritten digits written as image files, so it runs with no network."),
+    code(SETUP),
+    md("## 1. A dataset on disk\n\n`tlkit.export_digits` writes 1,797 PNG files as `data/<digit>/<file>.png`. "
+       "Your own data has the same shape: one folder per class."),
+    code('data = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\nreport = tlkit.check(data)\nprint(report.ok, report.classes)\nreport.counts["train"]'),
+    md("## 2. Fine-tune\n\nThe default recipe trains a linear probe on cached features, then fine-tunes the last layer groups on cached activations."),
+    code('result = tlkit.finetune(data, backbone=BACKBONE, out=f"{WORK}/run", **options)\nresult'),
+    md("## 3. Evaluation\n\nAccuracy with a 95% bootstrap interval, per-class figures, the full confusion matrix."),
+    code("ev = result.evaluation\nev"),
+    code("ev.plot_confusion_matrix(normalize=True);"),
+    md("## 4. Use the model\n\nThe run directory holds a portable model (`model.safetensors` + `model.json`)."),
+    code('model = tlkit.load(result.run_dir)\npreds = model.predict(result.manifest.paths("test")[:5])\nlist(zip(preds.labels, preds.confidence.round(3)))'),
+])
+save(nb, "notebooks/01-quickstart.ipynb")
+
+nb = new_notebook(cells=[
+    md("# Recipes side by side\n\nLinear probe, probe-then-finetune and gradual unfreezing on the same data and split, "
+       "then a recipe of your own. The feature cache is shared: the frozen part of the backbone runs once per image."),
+    code(SETUP),
+    code('import time\ndata = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\nrows = []\nfor recipe in ["linear-probe", "probe-then-finetune", "gradual-unfreeze"]:\n'
+         '    start = time.perf_counter()\n    r = tlkit.finetune(data, backbone=BACKBONE, recipe=recipe, out=f"{WORK}/{recipe}", **options)\n'
+         '    rows.append((recipe, round(r.evaluation.accuracy, 4), r.evaluation.accuracy_ci, round(time.perf_counter() - start, 1)))\nrows'),
+    md("## Your own recipe\n\nA recipe is a list of stages; the same fields work in YAML (`--recipe my.yaml`) and in Python."),
+    code('mine = {"name": "mine", "description": "probe, then the last 3 groups with strong augmentation",\n'
+         '        "stages": [{"kind": "probe", "epochs": 20, "lr": 0.003},\n'
+         '                   {"kind": "finetune", "unfreeze": 3, "epochs": 4, "lr": 0.0005, "augment": "strong", "views": 2}]}\n'
+         'r = tlkit.finetune(data, backbone=BACKBONE, recipe=mine, out=f"{WORK}/mine", **options)\nr.evaluation'),
+    code('tlkit.list_recipes()'),
+])
+save(nb, "notebooks/02-recipes.ipynb")
+
+nb = new_notebook(cells=[
+    md("# Evaluation deep dive\n\nPer-class figures, the most confused pairs, the worst mistakes and calibration, "
+       "computed from any trained model on any labelled folder."),
+    code(SETUP),
+    code('data = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\nresult = tlkit.finetune(data, backbone=BACKBONE, recipe="linear-probe", out=f"{WORK}/eval-run", **options)\n'
+         'ev = tlkit.evaluate(result.run_dir)  # the run\'s own test split\nev.accuracy, ev.accuracy_ci, ev.balanced_accuracy, ev.balanced_accuracy_ci'),
+    code("ev.per_class[:5]"),
+    code("ev.confused_pairs[:5]"),
+    code("ev.plot_per_class();"),
+    code("ev.plot_reliability();\nprint(f'expected calibration error: {ev.ece:.3f}')"),
+    code("fig = ev.plot_misclassified(max_images=8, load_image=tlkit.load_image)"),
+    code('from tlkit.report import write_report\npaths = write_report(ev, f"{WORK}/eval-report", load_image=tlkit.load_image)\nsorted(paths)'),
+])
+save(nb, "notebooks/03-evaluation.ipynb")
+
+nb = new_notebook(cells=[
+    md("# Bring your own data\n\nFolder layouts, checking a dataset, weights with no network, and resuming a run."),
+    code(SETUP),
+    md("## Layouts\n\n`data/<class>/<images>`: tlkit makes a stratified train/val/test split from a seed and saves it.\n"
+       "`data/{train,val,test}/<class>/<images>`: used as given (val/test may be missing and are then split off train)."),
+    code('data = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\nmanifest = tlkit.scan(data, val_fraction=0.15, test_fraction=0.15, seed=0)\n'
+         '{split: len(items) for split, items in manifest.splits.items()}'),
+    md("## Check before training\n\nUnreadable files, empty or tiny classes, duplicates across splits, imbalance. Here we add a broken file on purpose."),
+    code('import pathlib\nbad = pathlib.Path(data) / "3" / "broken.png"\nbad.write_bytes(b"not an image")\nreport = tlkit.check(data)\n'
+         '[(p.severity, p.kind, p.message) for p in report.problems]'),
+    code('bad.unlink()  # or train with skip_bad=True, which lists what was left out in the run directory'),
+    md("## Weights with no network\n\n`efficientnet_lite0` ships its ImageNet weights in a Python package. For any other backbone, "
+       "pass `weights=\"file.safetensors\"`, or copy the file into the torchvision / timm cache; `offline=True` (or `TLKIT_OFFLINE=1`) never downloads."),
+    code('rows = tlkit.list_backbones("lite0")\n[(r["name"], r["weights"]) for r in rows]'),
+    code('try:\n    tlkit.build_backbone("tv:resnet18", offline=True)\nexcept tlkit.WeightsError as exc:\n    print(exc)'),
+    md("## Resuming\n\nEvery epoch ends with an atomic checkpoint. An interrupted run continues with `resume=True` (CLI: `--resume`) and ends exactly where an uninterrupted run would."),
+    code('run = f"{WORK}/resumable"\nfirst = tlkit.finetune(data, backbone=BACKBONE, recipe="linear-probe", out=run, **options)\n'
+         'again = tlkit.finetune(data, backbone=BACKBONE, recipe="linear-probe", out=run, resume=True,\n'
+         '                       **{k: v for k, v in options.items() if k != "overwrite"})\nfirst.evaluation.accuracy == again.evaluation.accuracy'),
+])
+save(nb, "notebooks/04-bring-your-own-data.ipynb")

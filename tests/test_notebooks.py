@@ -1,0 +1,36 @@
+"""The Jupyter recipes execute top to bottom (small settings: a tiny random backbone, 1 epoch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_exist() -> None:
+    assert len(NOTEBOOKS) >= 4
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLKIT_NB_BACKBONE", "timm:test_resnet")
+    monkeypatch.setenv("TLKIT_NB_PRETRAINED", "0")
+    monkeypatch.setenv("TLKIT_NB_IMAGE_SIZE", "32")
+    monkeypatch.setenv("TLKIT_NB_EPOCHS", "1")
+    monkeypatch.setenv("TLKIT_NB_PER_CLASS", "12")
+    monkeypatch.setenv("TLKIT_NB_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert os.path.isdir(tmp_path / "work")
