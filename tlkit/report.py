@@ -213,7 +213,7 @@ def _gallery_figsize(n_tiles: int) -> tuple[float, float]:
         return (6.0, 1.6)
     cols = min(4, n_tiles)
     rows = -(-n_tiles // cols)
-    return (3.2 * cols, 3.4 * rows + 0.6)
+    return (3.2 * cols, 3.9 * rows + 0.6)
 
 
 def _gallery_items(result: EvalResult, max_images: int) -> list[dict[str, Any]]:
@@ -262,11 +262,13 @@ def _draw_misclassified(
                     va="center", fontsize=9, color="#a00000", transform=ax.transAxes)
         title = (
             f"true: {_short(item['true'], 22)}\n"
-            f"pred: {_short(item['pred'], 22)} ({item['confidence']:.2f})"
+            f"pred: {_short(item['pred'], 22)} ({item['confidence']:.2f})\n"
         )
         ax.set_title(_plain(title), fontsize=9)
-        ax.set_xlabel(_plain(_short(Path(item["path"]).name, 34)), fontsize=7)
-    fig.tight_layout()
+        # the file name sits inside the title block, so it never collides with the next row
+        ax.text(0.5, 1.01, _plain(_short(Path(item["path"]).name, 34)), fontsize=7, ha="center", va="bottom",
+                transform=ax.transAxes, color="#555555")
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=3.0)
 
 
 # --------------------------------------------------------------------------------------------
