@@ -239,6 +239,34 @@ def predict(
 
 @app.command()
 @_friendly
+def summary(
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone name.")] = "efficientnet_lite0",
+    num_classes: Annotated[int, typer.Option(help="Classes of the new head.")] = 2,
+    image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the weights' own).")] = None,
+    trainable_groups: Annotated[str, typer.Option(help="Last N layer groups trainable, or 'all'.")] = "0",
+    layers: Annotated[bool, typer.Option(help="Also list each layer inside the groups.")] = False,
+) -> None:
+    """Layer groups with output shapes, parameters, frozen/trainable, and forward FLOPs. No weights needed.
+
+    Example: [bold]tlkit summary -b resnet18 --num-classes 5 --trainable-groups 2[/]
+    """
+    from tlkit.inspection import summarize_name
+
+    groups: int | str = trainable_groups if trainable_groups == "all" else int(trainable_groups)
+    result = summarize_name(backbone, num_classes=num_classes, image_size=image_size, trainable_groups=groups,
+                            layers=layers)
+    table = Table("layer", "output shape", "params", "status", title=f"{result.backbone} at {result.image_size}px")
+    for row in result.rows:
+        name = ("  " + row.name) if row.kind == "layer" else row.name
+        table.add_row(name, str(tuple(row.output_shape)), f"{row.params:,}", row.status)
+    out.print(table)
+    out.print(f"total params: {result.total_params:,}   trainable: {result.trainable_params:,}   "
+              f"frozen: {result.frozen_params:,}")
+    out.print(f"forward FLOPs per image: {result.flops / 1e9:.3f} GFLOPs ({result.flops / 2e9:.3f} GMACs)")
+
+
+@app.command()
+@_friendly
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo dataset and run.")] = Path("demo-run"),
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every stage (default: the recipe's).")] = None,
