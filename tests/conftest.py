@@ -53,3 +53,14 @@ def fast_kwargs(tmp_path: Path) -> dict:
     return dict(backbone="timm:test_resnet", pretrained=False, image_size=32, workers=0, batch_size=8,
                 out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # noqa: ANN201
+    """Tiny models on a small CPU run faster on one intra-op thread; restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

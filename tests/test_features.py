@@ -16,6 +16,8 @@ from tlkit.data import load_image
 from tlkit.features import FeatureStore, backbone_fingerprint
 from tlkit.transforms import eval_transform
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _backbone(seed: int = 0, name: str = "timm:test_resnet"):
     torch.manual_seed(seed)

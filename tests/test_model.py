@@ -17,6 +17,8 @@ from tlkit.errors import CheckpointError, ConfigError
 from tlkit.heads import HeadSpec
 from tlkit.model import MODEL_META, MODEL_WEIGHTS, Predictions, TransferModel
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLASSES = ["blue", "green", "red"]
 
 

@@ -142,13 +142,18 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    run_dir = prepare_run_dir(cfg)
-    save_yaml(cfg.to_dict(), run_dir / "config.yaml")
-
-    manifest = _prepare_data(cfg, run_dir, reporter)
+    # User errors (missing or bad data, unknown backbone, unavailable weights) stop the run before its
+    # directory is created or an existing one is replaced, so fixing them needs no --overwrite.
+    if cfg.resume and not Path(cfg.data.path).is_dir():
+        raise DataError(f"dataset folder {cfg.data.path} does not exist or is not a folder. Check the path.")
+    scanned = None if cfg.resume else _scan_data(cfg, reporter)
     seed_everything(cfg.seed)
     backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
+    run_dir = prepare_run_dir(cfg)
+    save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+
+    manifest = _prepare_data(cfg, run_dir, reporter, scanned)
     preprocessing = backbone.preprocessing.with_size(cfg.data.image_size)
     head = HeadSpec(cfg.model.head, backbone.feature_dim, len(manifest.classes), cfg.model.hidden_dim,
                     cfg.model.dropout, cfg.model.norm)
@@ -183,10 +188,19 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
     return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings)
 
 
-def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter) -> Manifest:
+def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter, scanned: Manifest | None = None) -> Manifest:
     splits_path = run_dir / "splits.json"
     if cfg.resume and splits_path.is_file():
         return Manifest.load(splits_path, root=str(Path(cfg.data.path).resolve()))
+    manifest = scanned if scanned is not None else _scan_data(cfg, reporter)
+    if manifest.skipped:
+        atomic_write_text(run_dir / "skipped.json", json.dumps(manifest.skipped, indent=2, ensure_ascii=False))
+    manifest.save(splits_path)
+    return manifest
+
+
+def _scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
+    """Scan, split and check the data; nothing is written."""
     manifest = scan(cfg.data.path, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
                     seed=cfg.seed)
     report = check(manifest)
@@ -198,14 +212,12 @@ def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter) -> Manifest
             raise DataError(f"{len(report.bad_files)} unreadable image(s) in {cfg.data.path}: {listed}. "
                             "Fix or remove them, or pass --skip-bad to leave them out (they are listed in the run directory)")
         manifest = manifest.without(report.bad_files, "unreadable")
-        atomic_write_text(run_dir / "skipped.json", json.dumps(manifest.skipped, indent=2, ensure_ascii=False))
         reporter.message(f"skipped {len(report.bad_files)} unreadable file(s); class counts now: {manifest.counts('train')}")
     fatal = [p for p in report.errors if p.kind not in ("unreadable",)]
     if fatal:
         raise DataError(fatal[0].message)
     if not manifest.splits.get("train"):
         raise DataError(f"no training images found in {cfg.data.path}")
-    manifest.save(splits_path)
     return manifest
 
 

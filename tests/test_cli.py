@@ -1,0 +1,165 @@
+"""Tests for the ``tlkit`` command (typer's CliRunner): training, prediction and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tlkit.cli import app
+from tlkit.train import CHECKPOINT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = ["--no-pretrained", "-b", "timm:test_resnet", "--image-size", "32", "--workers", "0", "--batch-size", "8"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def cli(runner: CliRunner, args: list[str], env: dict | None = None):  # noqa: ANN201
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def assert_user_error(result, *needles: str) -> str:  # noqa: ANN001
+    """Exit code 1, one 'error:' line on stderr, no traceback; returns that line."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    result = CliRunner().invoke(app, ["finetune", str(tiny_data), *FAST, "--recipe", "linear-probe", "--epochs", "2",
+                                      "--out", str(root / "run"), "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    (root / "stdout.txt").write_text(result.stdout)
+    return root / "run"
+
+
+def test_finetune_exits_0_and_prints_the_accuracy(trained_run: Path) -> None:
+    stdout = (trained_run.parent / "stdout.txt").read_text()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert "accuracy" in stdout.lower()
+    assert f"{metrics['accuracy']:.3f}"[:4] in stdout
+    assert "validation accuracy" in stdout
+    assert str(trained_run) in stdout.replace("\n", "")
+    for name in ("model.safetensors", "model.json", "report.html", CHECKPOINT):
+        assert (trained_run / name).is_file()
+
+
+def test_predict_json_lists_labels(runner: CliRunner, trained_run: Path, tiny_data: Path) -> None:
+    images = sorted(str(p) for p in (tiny_data / "red").glob("*.png"))[:3]
+    result = cli(runner, ["predict", trained_run, *images, "--format", "json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["source"] for r in records] == images
+    for r in records:
+        assert r["label"] in ("blue", "green", "red")
+        assert 0.0 <= r["confidence"] <= 1.0
+        assert len(r["top_k"]) == 2 and r["top_k"][0]["class"] == r["label"]
+
+
+def test_predict_csv_and_folders(runner: CliRunner, trained_run: Path, tiny_data: Path) -> None:
+    result = cli(runner, ["predict", trained_run, tiny_data / "green", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.strip().splitlines()
+    assert rows[0].startswith("path,label,confidence")
+    assert len(rows) == 1 + 10
+
+
+def test_finetune_with_set_overrides_and_resume(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["finetune", tiny_data, *FAST, "--recipe", "probe-then-finetune", "--epochs", "1", "--out", out,
+            "--cache-dir", tmp_path / "cache", "--set", "stages.1.lr=1e-4", "--set", "head=mlp"]
+    result = cli(runner, args)
+    assert result.exit_code == 0, result.output
+    config = (out / "config.yaml").read_text()
+    assert "head: mlp" in config and "lr: 0.0001" in config
+    # all stages done: resume only saves and evaluates again
+    result = cli(runner, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+
+
+# --------------------------------------------------------------------------- user errors: one line, exit 1
+
+
+def test_missing_data_folder(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-data"
+    result = cli(runner, ["finetune", missing, *FAST, "--out", tmp_path / "run", "--cache-dir", tmp_path / "c"])
+    assert_user_error(result, str(missing))
+    # a failed start leaves no half-made run behind: the same command works once the data exists
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_unknown_backbone_suggests_names(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:
+    result = cli(runner, ["finetune", tiny_data, "--no-pretrained", "-b", "timm:test_resnett", "--out",
+                          tmp_path / "run", "--cache-dir", tmp_path / "c"])
+    assert_user_error(result, "test_resnet")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_bad_recipe_field(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  - kind: probe\n    epoch: 2\n")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--recipe", recipe, "--out", tmp_path / "run"])
+    assert_user_error(result, "stages[0].epoch", "epochs")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--set", "stages.0.augment=wild", "--out", tmp_path / "run"])
+    assert_user_error(result, "stages[0].augment", "wild")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--set", "epoch=2", "--out", tmp_path / "run"])
+    assert_user_error(result, "epoch", "did you mean")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--recipe", "no-such-recipe", "--out", tmp_path / "run"])
+    assert_user_error(result, "no-such-recipe")
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_is_refused(runner: CliRunner, tiny_data: Path, trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    before = (copy / "model.safetensors").read_bytes()
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--out", copy, "--cache-dir", tmp_path / "c"])
+    assert_user_error(result, str(copy), "--resume", "--overwrite")
+    assert (copy / "model.safetensors").read_bytes() == before
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--out", tmp_path / "empty", "--resume"])
+    assert_user_error(result, "nothing to resume")
+
+
+def test_unreadable_checkpoint_for_predict(runner: CliRunner, trained_run: Path, tiny_data: Path,
+                                           tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    image = next((tiny_data / "red").glob("*.png"))
+    result = cli(runner, ["predict", copy, image, "--format", "json"])
+    assert_user_error(result, str(weights))
+    assert result.stdout == ""
+    result = cli(runner, ["predict", tmp_path / "nothing-here", image])
+    assert_user_error(result, "no saved tlkit model")
+    result = cli(runner, ["predict", trained_run, image, "--format", "xml"])
+    assert_user_error(result, "--format")
+
+
+def test_unavailable_weights_offline(runner: CliRunner, tiny_data: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty-home"
+    empty.mkdir()
+    for var in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "HUGGINGFACE_HUB_CACHE", "HF_HUB_CACHE"):
+        monkeypatch.setenv(var, str(empty))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = cli(runner, ["finetune", tiny_data, "-b", "tv:resnet18", "--offline", "--image-size", "32",
+                          "--workers", "0", "--out", tmp_path / "run", "--cache-dir", tmp_path / "c"])
+    line = assert_user_error(result)
+    assert "offline" in line.lower() or "weights" in line.lower()
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
