@@ -35,6 +35,7 @@ from tlkit.heads import HeadSpec
 from tlkit.model import TransferModel
 
 CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT_SECONDS = 30.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,9 +182,16 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
         from tlkit.data import load_image
         from tlkit.report import write_report
 
+        t_report = time.perf_counter()
+        shown = {k: f"{v:.1f} s" for k, v in timings.items()}
+        val = {k: round(v, 4) for k, v in trainer.last_val.items()}
         write_report(evaluation, run_dir, load_image=load_image, title=f"tlkit: {Path(cfg.data.path).name}",
-                     extra={"backbone": backbone.name, "recipe": cfg.recipe.name, "run_dir": str(run_dir),
-                            "timings": timings, "val": trainer.last_val})
+                     extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": cfg.recipe.name,
+                            "image size": f"{preprocessing.input_size} px", "run_dir": str(run_dir),
+                            "timings": shown, "validation (last epoch)": val,
+                            "split": {s: len(v) for s, v in manifest.splits.items()}})
+        timings["report_seconds"] = time.perf_counter() - t_report
+        timings["total_seconds"] = time.perf_counter() - t_start
     atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
     return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings)
 
@@ -244,6 +252,7 @@ class _Trainer:
         self._base: dict[tuple[str, int], torch.Tensor] = {}
         self._base_fingerprint: str | None = None
         self._checkpoint_state: dict | None = None
+        self._last_save = time.perf_counter()
 
     def _first_trainable(self, stage: StageConfig) -> int:
         n = self.model.backbone.num_groups
@@ -320,12 +329,14 @@ class _Trainer:
         train_labels = torch.tensor(self.manifest.labels("train"), dtype=torch.long)
         val_labels = torch.tensor(self.manifest.labels("val"), dtype=torch.long)
         if cached:
-            views = [self._inputs_at(k, "train", 0, "none")]
+            views_list = [self._inputs_at(k, "train", 0, "none")]
             if stage.augment != "none":
-                views += [self._inputs_at(k, "train", v, stage.augment) for v in range(stage.views)]
+                views_list += [self._inputs_at(k, "train", v, stage.augment) for v in range(stage.views)]
+            views = torch.stack(views_list)  # (views, N, ...): one indexing op gathers a batch
+            del views_list
             val_inputs = self._inputs_at(k, "val")
         else:
-            views, val_inputs = [], None
+            views, val_inputs = torch.empty(0), None
 
         optimizer = self._optimizer(stage, k)
         steps_per_epoch = max(1, math.ceil(len(train_labels) / stage.batch_size))
@@ -340,7 +351,8 @@ class _Trainer:
         trainable_keys = self._trainable_keys()
         start_epoch, step = 0, 0
         best_metric, best_state, bad_epochs = None, None, 0
-        if self.resume_state is not None and int(self.resume_state["stage"]) == index:
+        resumed = self.resume_state is not None and int(self.resume_state["stage"]) == index
+        if resumed:
             st = self.resume_state
             optimizer.load_state_dict(st["optimizer"])
             scheduler.load_state_dict(st["scheduler"])
@@ -350,7 +362,15 @@ class _Trainer:
             bad_epochs = int(st["bad_epochs"])
             set_rng_state(st["rng"])
             self.resume_state = None
-        else:
+        elif index > 0 and len(val_labels):
+            # Model selection on validation includes the weights the stage starts from: a fine-tuning
+            # stage that never beats the probe before it gives the probe's weights back.
+            before = {"train_loss": float("inf"), **self._validate(k, val_inputs, val_labels)}
+            best_metric = self._metric_value(stage, before)
+            best_state = {k_: v.detach().clone() for k_, v in self.model.state_dict().items() if k_ in trainable_keys}
+            bad_epochs = -1  # the starting point is not an epoch: patience counts from the first epoch
+            self.reporter.message(f"  before this stage: val accuracy {before['val_accuracy']:.4f}")
+        if not resumed:
             # A stage starts from RNG states fixed by (seed, stage) alone, so what ran before it
             # (feature extraction or a cache hit, earlier stages, a resume at the stage boundary)
             # cannot change its dropout masks or augmentations.
@@ -390,7 +410,11 @@ class _Trainer:
             done = stop or epoch == stage.epochs - 1
             if done and best_state is not None:
                 self.model.load_state_dict(best_state, strict=False)
-            self._save(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs, stage_done=done)
+            # Epochs on cached features take milliseconds: checkpoint at most every CHECKPOINT_SECONDS
+            # (resuming from an earlier epoch replays the same epochs exactly), always at a stage's end.
+            if done or epoch == start_epoch or time.perf_counter() - self._last_save >= CHECKPOINT_SECONDS:
+                self._save(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs,
+                           stage_done=done)
             if stop:
                 self.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for {bad_epochs} epochs")
                 break
@@ -528,8 +552,7 @@ class _Trainer:
         total, count = 0.0, 0
         view_choice = torch.randint(0, len(views), (len(labels),), generator=gen)
         for batch in self._batches(len(labels), stage.batch_size, stage, labels, gen):
-            rows = [views[int(v)][int(i)] for i, v in zip(batch, view_choice[batch])]
-            x = torch.stack(rows).to(self.device)
+            x = views[view_choice[batch], batch].to(self.device)
             y = labels[batch].to(self.device)
             x, y = self._mix(x, y, stage, gen)
             loss = self._step(stage, index, epoch, step, lambda t: head(backbone.forward_groups(t, k)), x, y,
@@ -624,6 +647,7 @@ class _Trainer:
             "history": [json.dumps(r) for r in self.history],
         }
         save_checkpoint(state, self.run_dir / CHECKPOINT)
+        self._last_save = time.perf_counter()
         self._checkpoint_state = {"stage": stage, "epoch": epoch}
 
     def save_interrupted(self) -> None:
