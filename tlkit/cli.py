@@ -239,6 +239,28 @@ def predict(
 
 @app.command()
 @_friendly
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or a saved model folder).")],
+    inputs: Annotated[List[Path], typer.Argument(help="Image files or folders.")],
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (default: the predicted one).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write overlays (default RUN_DIR/explain).")] = None,
+) -> None:
+    """Grad-CAM heat maps: where the model looks when it picks a class. Writes image|overlay PNGs.
+
+    Example: [bold]tlkit explain runs/leaves leaf.jpg --class rust[/]
+    """
+    from tlkit.data import list_images
+    from tlkit.explain import write_overlays
+    from tlkit.model import load
+
+    model = load(run_dir)
+    target = out_dir or Path(run_dir) / "explain"
+    written = write_overlays(model, list_images(inputs), target, class_name)
+    out.print(f"{len(written)} overlay(s) written to [bold]{target}[/]")
+
+
+@app.command()
+@_friendly
 def summary(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone name.")] = "efficientnet_lite0",
     num_classes: Annotated[int, typer.Option(help="Classes of the new head.")] = 2,

@@ -137,6 +137,20 @@ class TransferModel(nn.Module):
             raise CheckpointError(f"cannot load weights {weights_path}: {str(exc).splitlines()[0][:300]}") from exc
         return model.to(device).eval()
 
+    # -- looking inside
+    def summary(self, *, image_size: int | None = None, layers: bool = False):  # noqa: ANN201
+        """Keras-style table: layer groups, output shapes, parameters, frozen/trainable, forward FLOPs."""
+        from tlkit.inspection import summarize
+
+        return summarize(self.backbone, image_size=image_size or self.preprocessing.input_size, head=self.head_spec,
+                         layers=layers)
+
+    def explain(self, image, class_name: str | None = None):  # noqa: ANN001, ANN201
+        """Grad-CAM heat map for one image (path or PIL image), for ``class_name`` or the predicted class."""
+        from tlkit.explain import explain
+
+        return explain(self, image, class_name)
+
     # -- inference
     def eval_transform(self):  # noqa: ANN201
         from tlkit.transforms import eval_transform
