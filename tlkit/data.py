@@ -24,13 +24,12 @@ import json
 import math
 import os
 import stat
-import tempfile
 import unicodedata
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -328,21 +327,9 @@ class Manifest:
 
 def _atomic_write(target: str, data: bytes) -> None:
     """Write bytes so that ``target`` is either the old file or the complete new one."""
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from tlkit.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(Path(target), data)
 
 
 # --------------------------------------------------------------------------- scanning

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -335,14 +334,9 @@ def write_report(
 
 def _atomic_write(path: Path, data: bytes) -> Path:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from tlkit.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
     return path
 
 
