@@ -8,6 +8,7 @@ over the old one: a process killed mid-write leaves the previous checkpoint inta
 from __future__ import annotations
 
 import math
+import errno
 import os
 import random
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlkit.errors import CheckpointError
+from tlkit.errors import CheckpointError, ResourceError
 
 TMP_MARK = ".tmp-"
 
@@ -32,11 +33,14 @@ def _atomic_write(path: Path, write: Any) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise ResourceError(f"disk full while writing {path}; the previous version of the file is intact. "
+                                "Free some space (or write elsewhere with --out / --cache-dir) and run again") from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

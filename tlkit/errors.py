@@ -33,3 +33,7 @@ class ConfigError(TlkitError):
 
 class DivergedError(TlkitError):
     """Training produced a NaN or infinite loss."""
+
+
+class ResourceError(TlkitError):
+    """The machine ran out of something (GPU memory, disk space); the message says what to lower."""

@@ -29,7 +29,7 @@ from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_ch
                               save_checkpoint, seed_everything, seed_worker, set_rng_state)
 from tlkit.config import RunConfig, StageConfig, make_config, save_yaml
 from tlkit.data import ImageDataset, Manifest, check, scan
-from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
+from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError, ResourceError
 from tlkit.features import FeatureStore
 from tlkit.heads import HeadSpec
 from tlkit.model import TransferModel
@@ -168,7 +168,15 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
         for index, stage in enumerate(cfg.recipe.stages):
             if index < trainer.stage_index:
                 continue
-            trainer.run_stage(index, stage.for_device(device.type))
+            stage = stage.for_device(device.type)
+            trainer.extract_batch_size = stage.batch_size
+            try:
+                trainer.run_stage(index, stage)
+            except torch.cuda.OutOfMemoryError as exc:
+                raise ResourceError(
+                    f"out of GPU memory in stage {index + 1} ({stage.kind}) at batch size {stage.batch_size}; "
+                    f"lower it, e.g. --batch-size {max(1, stage.batch_size // 2)}, or use a smaller --image-size. "
+                    f"Progress so far is in {run_dir / CHECKPOINT} (--resume)") from exc
     except KeyboardInterrupt:
         trainer.save_interrupted()
         reporter.message(f"interrupted: progress saved in {run_dir / CHECKPOINT}; "
@@ -253,6 +261,7 @@ class _Trainer:
         self._base_fingerprint: str | None = None
         self._checkpoint_state: dict | None = None
         self._last_save = time.perf_counter()
+        self.extract_batch_size = 64
 
     def _first_trainable(self, stage: StageConfig) -> int:
         n = self.model.backbone.num_groups
@@ -291,7 +300,7 @@ class _Trainer:
             t0 = time.perf_counter()
             feats, stats = self.store.get(
                 self.model.backbone, self.model.preprocessing, paths, stop_group=self.base_group, augment=augment,
-                view=view, seed=stage_seed, batch_size=64, workers=self.workers, device=self.device, progress=tick)
+                view=view, seed=stage_seed, batch_size=self.extract_batch_size, workers=self.workers, device=self.device, progress=tick)
             self.timings["extract_seconds"] += time.perf_counter() - t0
             if self._base_fingerprint is None:
                 from tlkit.features import backbone_fingerprint

@@ -1,0 +1,78 @@
+"""Faults from the reliability page: disk full, GPU out of memory, Ctrl-C in a real process."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlkit.checkpoint import load_checkpoint, save_checkpoint
+from tlkit.errors import ResourceError
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.pt"
+    save_checkpoint({"format": "tlkit-checkpoint", "w": torch.arange(10)}, target)
+    before = _sha(target)
+
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:  # the data does not fit: the kernel says so at flush time
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ResourceError, match="disk full while writing .*last.pt"):
+        save_checkpoint({"format": "tlkit-checkpoint", "w": torch.zeros(1000)}, target)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert _sha(target) == before
+    assert load_checkpoint(target)["w"].tolist() == list(range(10))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_gpu_out_of_memory_names_the_batch_size(tiny_data, fast_kwargs, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import tlkit.train as train
+
+    def oom(self, index, stage):  # noqa: ANN001, ANN202
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train._Trainer, "run_stage", oom)
+    with pytest.raises(ResourceError, match=r"batch size 16.*--batch-size 8"):
+        train.finetune(tiny_data, **{**fast_kwargs, "batch_size": 16})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_path: Path) -> None:  # noqa: ANN001
+    run = tmp_path / "run"
+    env = {**os.environ, "TLKIT_CACHE_DIR": str(tmp_path / "cache"), "TLKIT_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "tlkit", "finetune", str(tiny_data), "-b", "timm:test_resnet", "--no-pretrained",
+           "--image-size", "32", "--workers", "0", "--out", str(run), "--epochs", "20000", "--recipe", "linear-probe",
+           "--set", "stages.0.early_stopping=1000000"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), proc.communicate()[1][-2000:]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    state = load_checkpoint(checkpoint)  # the checkpoint on disk is whole
+    assert state["format"] == "tlkit-checkpoint"
+    resumed = subprocess.run([*cmd[:-6], "--epochs", "3", "--recipe", "linear-probe", "--resume"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "model.safetensors").is_file()
