@@ -163,3 +163,29 @@ def test_unavailable_weights_offline(runner: CliRunner, tiny_data: Path, tmp_pat
     line = assert_user_error(result)
     assert "offline" in line.lower() or "weights" in line.lower()
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_evaluate_on_a_folder_missing_a_class_and_holding_an_unknown_one(
+        runner: CliRunner, trained_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    import tlkit
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data / "red", other / "red")
+    shutil.copytree(tiny_data / "green", other / "green")  # "blue" is absent
+    shutil.copytree(tiny_data / "blue", other / "purple")  # a class the model never saw
+    ev = tlkit.evaluate(trained_run, other, split="all")
+    assert ev.classes == ["blue", "green", "red"] and ev.confusion.shape == (3, 3)
+    assert ev.confusion[0].sum() == 0 and ev.confusion.sum() == 20  # every known image counted once
+    assert sorted(ev.unknown) == ["purple"] and len(ev.unknown["purple"]) == 10
+    result = cli(runner, ["evaluate", trained_run, other, "--split", "all", "--out", tmp_path / "ev"])
+    assert result.exit_code == 0, result.output
+    assert "purple" in result.stdout and "10 files not scored" in result.stdout
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert len(metrics["confusion"]) == 3 and metrics["unknown"]["purple"]
+
+
+def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
+    for command in ("finetune", "evaluate", "predict", "check", "backbones", "recipes", "summary", "explain", "demo"):
+        result = cli(runner, [command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Example" in result.stdout or command == "recipes", command
