@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -m "not slow"
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 
 demo: setup
 	$(UV) run tlkit demo

@@ -377,13 +377,18 @@ class Backbone(nn.Module):
                 return i
         return self.num_groups
 
+    #: When True, every BatchNorm layer normalises with its running statistics even while training
+    #: (its scale and shift still learn). Small fine-tuning sets give noisy batch statistics that
+    #: the running averages never catch up with, so train and eval would disagree.
+    bn_eval: bool = False
+
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
         if mode:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     params = list(module.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
+                    if self.bn_eval or (params and not any(p.requires_grad for p in params)):
                         module.eval()
         return self
 

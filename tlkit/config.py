@@ -54,7 +54,8 @@ class StageConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     early_stopping: Union[int, None] = None
-    metric: str = "val_accuracy"
+    metric: str = "val_loss"
+    train_bn: bool = False
     gpu: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:

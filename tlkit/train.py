@@ -331,6 +331,7 @@ class _Trainer:
         k = self._first_trainable(stage)
         unfreeze = 0 if stage.kind == "probe" else (backbone.num_groups - k if k > 0 else "all")
         backbone.freeze(unfreeze)
+        backbone.bn_eval = not stage.train_bn
         cached = k > 0
         name = stage.name or f"{stage.kind}" + (f" (last {backbone.num_groups - k} groups)" if 0 < k < backbone.num_groups else "")
         self.reporter.message(f"stage {index + 1}/{len(self.cfg.recipe.stages)}: {name}, {stage.epochs} epochs, "
