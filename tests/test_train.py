@@ -630,3 +630,18 @@ def test_same_seed_with_dataloader_workers_on_images(tiny_data: Path, tmp_path: 
     runs = [_run(tiny_data, tmp_path / name, tmp_path / f"cache-{name}", recipe, workers=2) for name in "ab"]
     assert_same_weights(weights(runs[0].run_dir), weights(runs[1].run_dir))
     assert read_metrics(runs[0].run_dir) == read_metrics(runs[1].run_dir)
+
+
+def test_resume_with_dataloader_workers_on_images_equals_uninterrupted(tiny_data: Path, tmp_path: Path) -> None:
+    """RELIABILITY: resumed == uninterrupted on CPU with DataLoader workers on (augmentation in workers)."""
+    import tlkit.report
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tlkit.report, "write_report", _no_report)
+        base = _run(tiny_data, tmp_path / "base", tmp_path / "cache-base", IMAGE_RECIPE, workers=2)
+        out = tmp_path / "run"
+        with pytest.raises(KeyboardInterrupt):
+            _run(tiny_data, out, tmp_path / "cache", IMAGE_RECIPE, Recorder((1, 1)), workers=2)
+        _run(tiny_data, out, tmp_path / "cache", IMAGE_RECIPE, Recorder(), workers=2, resume=True)
+    assert_same_weights(weights(out), weights(base.run_dir))
+    assert read_metrics(out) == read_metrics(base.run_dir)
