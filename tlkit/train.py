@@ -259,7 +259,6 @@ class _Trainer:
         self.base_group = min(cached) if cached else backbone.num_groups
         self._base: dict[tuple[str, int], torch.Tensor] = {}
         self._base_fingerprint: str | None = None
-        self._checkpoint_state: dict | None = None
         self._last_save = time.perf_counter()
         self.extract_batch_size = 64
 
@@ -658,7 +657,6 @@ class _Trainer:
         }
         save_checkpoint(state, self.run_dir / CHECKPOINT)
         self._last_save = time.perf_counter()
-        self._checkpoint_state = {"stage": stage, "epoch": epoch}
 
     def save_interrupted(self) -> None:
         """Ctrl-C: the last epoch-end checkpoint is already on disk, written atomically; say so."""
