@@ -455,12 +455,7 @@ def _plain_finetune(s: Settings, data: Path, workers: int, epochs: int, trainabl
     model = nn.Sequential(bb.model, nn.Linear(bb.feature_dim, len(manifest.classes))).to(device)
     frozen_bn: list[nn.Module] = []
     if trainable_last is not None:
-        for p in bb.model.parameters():
-            p.requires_grad_(False)
-        for g in range(bb.num_groups - trainable_last, bb.num_groups):
-            for m in bb.group_modules(g):
-                for p in m.parameters():
-                    p.requires_grad_(True)
+        bb.freeze(trainable_last)  # same requires_grad pattern tlkit's finetune stage uses
         frozen_bn = [m for m in bb.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                      and not any(p.requires_grad for p in m.parameters(recurse=False))]
     params = [p for p in model.parameters() if p.requires_grad]
