@@ -72,6 +72,9 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     assert "--resume" in err and "Traceback" not in err
     state = load_checkpoint(checkpoint)  # the checkpoint on disk is whole
     assert state["format"] == "tlkit-checkpoint"
+    # the final checkpoint holds every finished epoch, not just the last periodic save (epoch 1)
+    logged = (run / "metrics.jsonl").read_text().splitlines()
+    assert state["epoch"] >= 1 and len(state["history"]) == len(logged) == state["epoch"] + 1
     resumed = subprocess.run([*cmd[:-6], "--epochs", "3", "--recipe", "linear-probe", "--resume"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -260,6 +260,8 @@ class _Trainer:
         self._base: dict[tuple[str, int], torch.Tensor] = {}
         self._base_fingerprint: str | None = None
         self._last_save = time.perf_counter()
+        self._pending: dict | None = None
+        self._saved_epochs = 0
         self.extract_batch_size = 64
 
     def _first_trainable(self, stage: StageConfig) -> int:
@@ -279,6 +281,7 @@ class _Trainer:
         state = load_checkpoint(self.run_dir / CHECKPOINT)
         self.model.load_state_dict(state["model"])
         self.history = [json.loads(line) for line in state["history"]]
+        self._saved_epochs = len(self.history)
         # epochs logged after the checkpoint was written are replayed, so the log is rewritten to match
         atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         self.stage_index = int(state["stage"])
@@ -403,9 +406,6 @@ class _Trainer:
                       "lr": optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 4), **val}
             self.history.append(record)
             self.last_val = val
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            self.reporter.epoch(record)
 
             metric = self._metric_value(stage, record)
             improved = best_metric is None or metric > best_metric
@@ -419,16 +419,22 @@ class _Trainer:
             done = stop or epoch == stage.epochs - 1
             if done and best_state is not None:
                 self.model.load_state_dict(best_state, strict=False)
+            # From here on this epoch is kept: a Ctrl-C writes it (save_interrupted) if nothing else does.
+            state = self._state(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs,
+                                stage_done=done)
+            self._pending = state
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self.reporter.epoch(record)
             # Epochs on cached features take milliseconds: checkpoint at most every CHECKPOINT_SECONDS
             # (resuming from an earlier epoch replays the same epochs exactly), always at a stage's end.
             if done or epoch == start_epoch or time.perf_counter() - self._last_save >= CHECKPOINT_SECONDS:
-                self._save(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs,
-                           stage_done=done)
+                self._write(state)
             if stop:
                 self.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for {bad_epochs} epochs")
                 break
         if stage.epochs == 0:
-            self._save(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True)
+            self._write(self._state(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True))
 
     def _check_finite(self, stage: StageConfig, index: int, epoch: int, step: int, optimizer, val: dict) -> None:  # noqa: ANN001
         """The last step of an epoch can leave NaN/inf weights behind a finite loss: stop before saving them."""
@@ -644,22 +650,40 @@ class _Trainer:
         return backbone_fingerprint(self.model.backbone, self.base_group) == self._base_fingerprint
 
     # -- checkpoints
-    def _save(self, stage: int, epoch: int, step: int, optimizer, scheduler, best_metric, best_state, bad_epochs,  # noqa: ANN001
-              *, stage_done: bool) -> None:
-        state = {
+    def _state(self, stage: int, epoch: int, step: int, optimizer, scheduler, best_metric, best_state, bad_epochs,  # noqa: ANN001
+               *, stage_done: bool) -> dict:
+        """Everything needed to resume after this epoch, copied (training goes on changing the originals)."""
+        import copy
+
+        return {
             "format": "tlkit-checkpoint",
             "stage": stage, "epoch": epoch, "step": step, "stage_done": stage_done,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
             "best_metric": best_metric, "best_state": best_state or {}, "bad_epochs": bad_epochs,
             "rng": rng_state(),
             "history": [json.dumps(r) for r in self.history],
         }
+
+    def _write(self, state: dict) -> None:
         save_checkpoint(state, self.run_dir / CHECKPOINT)
+        self._saved_epochs = len(state["history"])
+        self._pending = None
         self._last_save = time.perf_counter()
 
     def save_interrupted(self) -> None:
-        """Ctrl-C: the last epoch-end checkpoint is already on disk, written atomically; say so."""
+        """Ctrl-C: write the last finished epoch if it is newer than the checkpoint on disk.
+
+        The epoch that was running is lost (its partial updates are not a resumable state);
+        every finished epoch is kept.
+        """
+        if self._pending is not None:
+            self._write(self._pending)
         if not (self.run_dir / CHECKPOINT).is_file():
             self.reporter.message("interrupted before the first epoch ended: nothing to resume from yet")
+            return
+        # the epoch log says what the checkpoint holds (an epoch logged but not saved is replayed on resume)
+        atomic_write_text(self.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in self.history[:self._saved_epochs]))
+
 
