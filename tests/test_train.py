@@ -645,3 +645,54 @@ def test_resume_with_dataloader_workers_on_images_equals_uninterrupted(tiny_data
         _run(tiny_data, out, tmp_path / "cache", IMAGE_RECIPE, Recorder(), workers=2, resume=True)
     assert_same_weights(weights(out), weights(base.run_dir))
     assert read_metrics(out) == read_metrics(base.run_dir)
+
+
+def test_image_stages_decode_each_file_once_and_match_the_file_path(tiny_data: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image epochs read decoded tensors: 3 epochs load each train/val file once; eval input is unchanged."""
+    import tlkit.data as data_mod
+    from tlkit.data import DecodedImages, ImageDataset, scan
+    from tlkit.transforms import eval_transform
+
+    loads: dict[str, int] = {}
+    real = data_mod.load_image
+
+    def counting(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loads[str(path)] = loads.get(str(path), 0) + 1
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(data_mod, "load_image", counting)
+    recipe = {"stages": [{"kind": "finetune", "unfreeze": "all", "epochs": 3, "lr": 0.002, "augment": "light"}]}
+    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", recipe)
+    manifest = res.manifest
+    for split in ("train", "val"):  # once by the data check before training, once decoded for all epochs
+        assert [loads[p] for p in manifest.paths(split)] == [2] * len(manifest.paths(split)), split
+    assert res.history[-1]["epoch"] == 2
+
+    # the eval transform gives the same tensor from a decoded image as from the file (PIL path)
+    monkeypatch.setattr(data_mod, "load_image", real)
+    pre = res.model.preprocessing.with_size(24)  # resize 28 -> crop 24: the resize really runs
+    paths = scan(tiny_data).paths("train")[:4]
+    decoded = DecodedImages(DecodedImages.decode(paths, pre.resize_size, pre.interpolation), None, eval_transform(pre))
+    from_files = ImageDataset(paths, None, eval_transform(pre))
+    for i in range(len(paths)):
+        torch.testing.assert_close(decoded[i][0], from_files[i][0], atol=0, rtol=0)
+
+
+def test_compile_option_compiles_each_group_and_saves_plain_names(tiny_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile runs through torch.compile (the "eager" backend here: TorchDynamo tracing, no C++ build)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("TLKIT_COMPILE_BACKEND", "eager")
+    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", IMAGE_RECIPE, compile=True)
+    bb = res.model.backbone
+    compiled = [m for g in range(bb.num_groups) for m in bb.group_modules(g)
+                if getattr(m, "_compiled_call_impl", None) is not None]
+    assert compiled, "no layer group was compiled"
+    # parameter names are those of an uncompiled model: the run loads back anywhere
+    loaded = model_mod.load(res.run_dir)
+    assert set(loaded.state_dict()) == set(res.model.state_dict())
+    assert not any("_orig_mod" in k for k in loaded.state_dict())
+    np.testing.assert_allclose(loaded.predict(res.evaluation.paths).probs, res.evaluation.probs, atol=1e-4)

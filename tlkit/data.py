@@ -860,6 +860,76 @@ class ImageDataset(torch.utils.data.Dataset):
         return item, label, index
 
 
+class _Predecode:
+    """PIL image -> uint8 CHW tensor, short side resized to ``size`` (what an eval transform does first)."""
+
+    def __init__(self, size: int, interpolation: str) -> None:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import v2 as T
+
+        try:
+            mode = InterpolationMode(interpolation)
+        except ValueError:
+            mode = InterpolationMode.BILINEAR
+        self.steps = T.Compose([T.Resize(size, interpolation=mode, antialias=True), T.PILToTensor()])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.steps(image)
+
+
+def _stack_items(batch: list) -> tuple[list, list]:  # noqa: ANN001
+    return [b[0] for b in batch], [b[2] for b in batch]
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Images decoded once and held in memory as uint8 tensors, short side already resized.
+
+    Fine-tuning on images runs the same files through a random transform every epoch; decoding a
+    JPEG and shrinking a large photo costs more than the transform itself, so it is done once.
+    Resizing to the preprocessing's ``resize_size`` first changes nothing for the eval transform
+    (its resize then leaves the image as it is) and gives random crops the resolution they need.
+    Items are ``(transform(image), label, index)`` like :class:`ImageDataset`.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], labels: Sequence[int] | None,
+                 transform: Callable[[Any], Any] | None = None) -> None:
+        self.images = list(images)
+        self.labels = None if labels is None else [int(label) for label in labels]
+        self.transform = transform
+
+    @staticmethod
+    def decode(paths: Sequence[str], resize_size: int, interpolation: str = "bilinear", *, workers: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
+        """Decode and resize every file once (in DataLoader workers); tensors in ``paths`` order."""
+        dataset = ImageDataset(paths, None, _Predecode(resize_size, interpolation))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=_stack_items)
+        images: list[torch.Tensor] = []
+        with torch.random.fork_rng(devices=[]):  # a loader draws its base seed from the global RNG
+            for batch, _ in loader:
+                images.extend(batch)
+                if progress is not None:
+                    progress(len(images), len(dataset))
+        return images
+
+    @staticmethod
+    def estimate_bytes(n_images: int, resize_size: int) -> int:
+        """Rough memory need: 3 bytes per pixel, short side ``resize_size``, long side up to 1.5 times it."""
+        return int(n_images * 3 * resize_size * resize_size * 1.5)
+
+    def with_transform(self, transform: Callable[[Any], Any] | None) -> "DecodedImages":
+        return DecodedImages(self.images, self.labels, transform)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        index = range(len(self.images))[index]
+        image = self.images[index]
+        item = image if self.transform is None else self.transform(image)
+        label = -1 if self.labels is None else self.labels[index]
+        return item, label, index
+
+
 # --------------------------------------------------------------------------- demo data
 
 _DIGITS_MARKER = ".tlkit-digits.json"

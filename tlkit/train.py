@@ -28,7 +28,7 @@ from tlkit import backbones as backbones_mod
 from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_checkpoint, rng_state,
                               save_checkpoint, seed_everything, seed_worker, set_rng_state)
 from tlkit.config import RunConfig, StageConfig, make_config, save_yaml
-from tlkit.data import ImageDataset, Manifest, check, scan
+from tlkit.data import DecodedImages, ImageDataset, Manifest, check, scan
 from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError, ResourceError
 from tlkit.features import FeatureStore
 from tlkit.heads import HeadSpec
@@ -36,6 +36,8 @@ from tlkit.model import TransferModel
 
 CHECKPOINT = "checkpoints/last.pt"
 CHECKPOINT_SECONDS = 30.0
+# image stages keep train and val images decoded in memory up to this size (else decode every epoch)
+DECODED_CACHE_BYTES = int(float(os.environ.get("TLKIT_DECODED_CACHE_GB", "4")) * 2**30)
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +161,10 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
     head = HeadSpec(cfg.model.head, backbone.feature_dim, len(manifest.classes), cfg.model.hidden_dim,
                     cfg.model.dropout, cfg.model.norm)
     model = TransferModel(backbone, head, manifest.classes, preprocessing).to(device)
+    if cfg.compile:
+        model.backbone.compile_groups()
+        model.head.compile(backend=os.environ.get("TLKIT_COMPILE_BACKEND") or "inductor")
+        reporter.message("torch.compile: each layer group is compiled on its first batch (expect a slow start)")
     reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "
                      f"{preprocessing.input_size}px, device {device}")
 
@@ -241,6 +247,43 @@ def _scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
 # the trainer
 
 
+def calibrated_nll(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Validation loss after temperature scaling: the lowest NLL of ``softmax(log_probs / T)`` over T.
+
+    Label smoothing and mixup make a model underconfident, long training overconfident; both raise
+    the plain validation loss without changing which class wins. With the temperature fitted
+    away, the loss compares how well models rank the right class, so stages trained with
+    different regularisation can be compared fairly (Guo et al., 2017, for the scaling).
+
+    >>> lp = torch.log_softmax(torch.tensor([[4.0, 0.0], [0.0, 4.0]]), 1)
+    >>> calibrated_nll(lp, torch.tensor([0, 1])) < float(F.nll_loss(lp, torch.tensor([0, 1])))
+    True
+    """
+    if len(labels) == 0:
+        return float("nan")
+    temperatures = torch.logspace(-1.5, 1.5, 61)  # 0.03 .. 30, 5% apart
+    losses = [F.cross_entropy(log_probs.double() / t, labels).item() for t in temperatures]
+    return float(min(losses))
+
+
+def _jitter_maps(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """Random zoom-in and shift of cached activation maps, one draw per sample.
+
+    A cheap stand-in for a fresh random crop of the image on every epoch: convolutional features
+    move with the image, so cropping and rescaling the map approximates the map of a cropped image.
+    ``strength`` is the largest fraction of each side cut away (0.3: keep 70-100%).
+    """
+    n = len(x)
+    scale = 1.0 - strength * torch.rand(n, generator=gen)
+    shift = (1.0 - scale) * (2 * torch.rand(2, n, generator=gen) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class _Trainer:
     def __init__(self, cfg: RunConfig, model: TransferModel, manifest: Manifest, run_dir: Path,
                  device: torch.device, workers: int, reporter: Reporter) -> None:
@@ -261,6 +304,7 @@ class _Trainer:
         self._base_fingerprint: str | None = None
         self._last_save = time.perf_counter()
         self._pending: dict | None = None
+        self._decoded_cache: dict[str, DecodedImages | None] = {}
         self._saved_epochs = 0
         self.extract_batch_size = 64
 
@@ -458,8 +502,8 @@ class _Trainer:
         return keys
 
     def _metric_value(self, stage: StageConfig, record: dict) -> float:
-        if stage.metric == "val_loss":
-            return -record["val_loss"] if "val_loss" in record else -record["train_loss"]
+        if stage.metric in ("val_loss", "val_calibrated_loss"):
+            return -record[stage.metric] if stage.metric in record else -record["train_loss"]
         return record.get(stage.metric, -record["train_loss"])
 
     def _optimizer(self, stage: StageConfig, k: int) -> torch.optim.Optimizer:
@@ -568,6 +612,8 @@ class _Trainer:
         view_choice = torch.randint(0, len(views), (len(labels),), generator=gen)
         for batch in self._batches(len(labels), stage.batch_size, stage, labels, gen):
             x = views[view_choice[batch], batch].to(self.device)
+            if stage.feature_jitter > 0 and x.dim() == 4:
+                x = _jitter_maps(x, stage.feature_jitter, gen)
             y = labels[batch].to(self.device)
             x, y = self._mix(x, y, stage, gen)
             loss = self._step(stage, index, epoch, step, lambda t: head(backbone.forward_groups(t, k)), x, y,
@@ -577,8 +623,28 @@ class _Trainer:
             count += len(batch)
         return total / max(1, count), step
 
+    def _decoded(self, split: str) -> DecodedImages | None:
+        """The split's images decoded once for every epoch of an image stage (None if they would not fit)."""
+        if split not in self._decoded_cache:
+            paths, pre = self.manifest.paths(split), self.model.preprocessing
+            need = DecodedImages.estimate_bytes(len(paths), pre.resize_size)
+            if need > DECODED_CACHE_BYTES:
+                self.reporter.message(f"{split} images are decoded every epoch: holding them decoded would take "
+                                      f"~{need / 2**30:.1f} GiB (limit {DECODED_CACHE_BYTES / 2**30:.0f} GiB)")
+                self._decoded_cache[split] = None
+            else:
+                tick = self.reporter.task(f"decode {split}", len(paths))
+                images = DecodedImages.decode(paths, pre.resize_size, pre.interpolation, workers=self.workers,
+                                              progress=tick)
+                self._decoded_cache[split] = DecodedImages(images, self.manifest.labels(split))
+        return self._decoded_cache[split]
+
     def _image_loader(self, split: str, transform, shuffle_gen: torch.Generator | None, batch_size: int):  # noqa: ANN001, ANN202
-        dataset = ImageDataset(self.manifest.paths(split), self.manifest.labels(split), transform)
+        decoded = self._decoded(split) if split in ("train", "val") else None
+        if decoded is not None:
+            dataset: torch.utils.data.Dataset = decoded.with_transform(transform)
+        else:
+            dataset = ImageDataset(self.manifest.paths(split), self.manifest.labels(split), transform)
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen,
             num_workers=self.workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
@@ -625,9 +691,11 @@ class _Trainer:
         from sklearn.metrics import balanced_accuracy_score
 
         probs = self._probs(k if inputs is not None else None, inputs, "val")
-        loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels).item()
+        log_probs = torch.log(probs.clamp_min(1e-12))
+        loss = F.nll_loss(log_probs, labels).item()
         pred = probs.argmax(1).numpy()
-        return {"val_loss": loss, "val_accuracy": float((pred == labels.numpy()).mean()),
+        return {"val_loss": loss, "val_calibrated_loss": calibrated_nll(log_probs, labels),
+                "val_accuracy": float((pred == labels.numpy()).mean()),
                 "val_balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), pred))}
 
     def evaluate_test(self):  # noqa: ANN201
