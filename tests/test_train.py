@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import tlkit.model as model_mod
@@ -696,3 +697,22 @@ def test_compile_option_compiles_each_group_and_saves_plain_names(tiny_data: Pat
     assert set(loaded.state_dict()) == set(res.model.state_dict())
     assert not any("_orig_mod" in k for k in loaded.state_dict())
     np.testing.assert_allclose(loaded.predict(res.evaluation.paths).probs, res.evaluation.probs, atol=1e-4)
+
+
+def test_calibrated_validation_loss_ignores_confidence_scale_but_not_ranking() -> None:
+    """Selection by val_calibrated_loss: an under- or overconfident copy of a model scores the same."""
+    from tlkit.train import calibrated_nll
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 5, (300,), generator=gen)
+    logits = torch.randn(300, 5, generator=gen)
+    logits[torch.arange(300), labels] += 1.5
+    base = calibrated_nll(torch.log_softmax(logits, 1), labels)
+    assert base <= F.cross_entropy(logits, labels).item()
+    for factor in (10 ** -0.5, 10 ** 0.5):  # on the temperature grid: the same minimum
+        scaled = calibrated_nll(torch.log_softmax(logits * factor, 1), labels)
+        assert scaled == pytest.approx(base, rel=1e-6)
+        assert F.cross_entropy(logits * factor, labels).item() > base + 0.05  # the plain loss does move
+    worse = logits.clone()
+    worse[torch.arange(300), labels] -= 1.0  # ranks the right class lower: must score worse
+    assert calibrated_nll(torch.log_softmax(worse, 1), labels) > base + 0.05

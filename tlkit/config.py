@@ -55,7 +55,7 @@ class StageConfig:
     cutmix: float = 0.0
     feature_jitter: float = 0.0
     early_stopping: Union[int, None] = None
-    metric: str = "val_loss"
+    metric: str = "val_calibrated_loss"
     train_bn: bool = False
     gpu: dict = field(default_factory=dict)
 
