@@ -137,6 +137,48 @@ def test_one_set_of_output_files_written_by_rank_0(runs: dict) -> None:
     assert "error" not in proc.stderr.lower()
 
 
+# --------------------------------------------------------------------------- a process group made by an engine
+
+ENGINE_SCRIPT = """
+import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+
+def worker(rank, port, data, out):
+    # what an engine such as Ray Train does before it calls the training function
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    import tlkit
+    cfg = tlkit.make_config(data, backbone="timm:test_resnet", recipe="linear-probe", epochs=2, pretrained=False,
+                            image_size=32, workers=0, batch_size=8, out=out, cache_dir=out + "-cache")
+    result = tlkit.run(cfg)
+    has_eval = result.evaluation is not None
+    print(f"rank {rank}: result.rank={result.rank} evaluation={has_eval} group_alive={dist.is_initialized()}",
+          flush=True)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    mp.spawn(worker, args=(int(sys.argv[1]), sys.argv[2], sys.argv[3]), nprocs=2)
+"""
+
+
+def test_run_inside_a_process_group_made_by_an_engine(tmp_path: Path, tiny_data: Path) -> None:
+    """tlkit.run(cfg) as an engine's per-worker function: it uses the group and leaves it alive."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "engine.py"
+    script.write_text(ENGINE_SCRIPT)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(port), str(tiny_data), str(out)], cwd=tmp_path,
+                          env=_child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "rank 0: result.rank=0 evaluation=True group_alive=True" in proc.stdout
+    assert "rank 1: result.rank=1 evaluation=False group_alive=True" in proc.stdout
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 # --------------------------------------------------------------------------- the --nproc-per-node launcher
 
 
