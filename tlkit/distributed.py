@@ -248,8 +248,11 @@ def _env_int(name: str, default: int) -> int:
 def _process_device(device: torch.device, local_rank: int, local_world_size: int, external: bool) -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count()
-        if external and "LOCAL_RANK" not in os.environ:
-            return torch.device("cuda", torch.cuda.current_device())  # the engine chose it (Ray Train does)
+        if external:  # the engine placed this process: its LOCAL_RANK when that GPU is visible, else its current one
+            if device.index is not None:
+                return device
+            visible = "LOCAL_RANK" in os.environ and local_rank < count
+            return torch.device("cuda", local_rank if visible else torch.cuda.current_device())
         if device.index is not None and local_world_size > 1:
             raise ConfigError(f"device {device} asked for, but each of the {local_world_size} processes on this node "
                               "uses the GPU of its LOCAL_RANK; pass --device cuda (or auto)")
