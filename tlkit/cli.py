@@ -30,14 +30,45 @@ def _friendly(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except TlkitError as exc:
-            message = " ".join(str(exc).split("\n"))
-            err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+            if getattr(exc, "tlkit_raised_on_rank0", False):
+                # several processes: rank 0 prints this error; a moment's wait keeps torchrun from
+                # stopping rank 0 (because this rank exited) before it has
+                import time
+
+                time.sleep(1.0)
+            else:
+                message = " ".join(str(exc).split("\n"))
+                err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _command_line(ctx: typer.Context, *, leave_out: set[str]) -> list[str]:
+    """The arguments that give this command its current parameters (those not left at their defaults)."""
+    # duck-typed: typer may bring its own copy of click, whose classes are not the click package's
+    positional, options = [], []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        source = ctx.get_parameter_source(param.name)
+        if param.name in leave_out or source is None or source.name == "DEFAULT":
+            continue
+        if param.param_type_name == "argument":
+            positional += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        elif getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            if param.secondary_opts and not value:
+                options.append(param.secondary_opts[0])
+            elif value:
+                options.append(param.opts[0])
+        elif getattr(param, "multiple", False):
+            for v in value or ():
+                options += [param.opts[0], str(v)]
+        elif value is not None:
+            options += [param.opts[0], str(value)]
+    return [ctx.info_name or "finetune", *positional, *options]
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +145,7 @@ def recipes() -> None:
 @app.command()
 @_friendly
 def finetune(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Folder of class folders, or of train/val/test folders.")],
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone name: resnet18, tv:NAME, timm:NAME.")] = "efficientnet_lite0",
     recipe: Annotated[Optional[str], typer.Option(help="Built-in recipe name or YAML file.")] = None,
@@ -137,10 +169,15 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,
     set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any config field: KEY=VALUE, e.g. stages.1.lr=1e-4.")] = None,
+    nproc_per_node: Annotated[Optional[int], typer.Option(
+        "--nproc-per-node", help="Train in N local processes (DistributedDataParallel), started through "
+        "torch.distributed.run like 'torchrun --standalone --nproc_per_node N -m tlkit finetune ...'. "
+        "--batch-size stays the global batch.")] = None,
 ) -> None:
     """Fine-tune a pretrained backbone on a folder of images, evaluate it on the test split, write a report.
 
-    Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]
+    Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]; on 4 GPUs: [bold]torchrun
+    --nproc_per_node 4 -m tlkit finetune data/leaves[/] or [bold]tlkit finetune data/leaves --nproc-per-node 4[/]
     """
     from tlkit.config import make_config, parse_set_option
     from tlkit.console import RichReporter
@@ -155,7 +192,16 @@ def finetune(
                      compile=compile_ or None)
     overrides.update(parse_set_option(set_ or []))
     cfg = make_config(data, backbone=backbone, recipe=recipe, **overrides)
+    if nproc_per_node is not None:  # options are checked above, once, before any process starts
+        from tlkit.distributed import check_local_launch, launch_local
+
+        check_local_launch(nproc_per_node, device)
+        code = launch_local(nproc_per_node, _command_line(ctx, leave_out={"nproc_per_node"}),
+                            announce=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True))
+        raise typer.Exit(code)
     result = run(cfg, reporter=RichReporter(err))
+    if result.rank != 0:  # several processes: rank 0 prints the summary
+        return
     if result.evaluation is not None:
         print_summary(result.evaluation, out)
     val = result.history[-1] if result.history else {}

@@ -19,13 +19,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tlkit.backbones import Backbone, Preprocessing
 from tlkit.checkpoint import atomic_write_bytes, atomic_write_text, clean_stale_temp_files
+
+if TYPE_CHECKING:
+    from tlkit.distributed import Distributed
 
 FORMAT_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -140,10 +143,13 @@ class FeatureStore:
 
     def get(self, backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str], *, stop_group: int | None = None,
             augment: str = "none", view: int = 0, seed: int = 0, batch_size: int = 64, workers: int = 0,
-            device: torch.device | str = "cpu", progress: Progress | None = None) -> tuple[torch.Tensor, ExtractStats]:
+            device: torch.device | str = "cpu", progress: Progress | None = None,
+            dist: Distributed | None = None) -> tuple[torch.Tensor, ExtractStats]:
         """Outputs of groups ``[0, stop_group)`` for ``paths`` (pooled features when ``stop_group`` is the end).
 
-        Only files not already stored (or changed since) go through the backbone.
+        Only files not already stored (or changed since) go through the backbone. With ``dist``
+        (several processes, see ``tlkit.distributed``) every rank must call this with the same
+        arguments: they share the files to compute and all get the full tensor back.
         """
         import time
 
@@ -151,6 +157,9 @@ class FeatureStore:
 
         stop_group = backbone.num_groups if stop_group is None else stop_group
         device = torch.device(device)
+        if dist is not None and dist.enabled:
+            return self._get_sharded(dist, backbone, preprocessing, paths, stop_group, augment, view, seed,
+                                     batch_size, workers, device, progress)
         folder = self.root / self.key(backbone, preprocessing, stop_group, augment, view, seed)
         index, stored = self._read(folder)
         ids = [file_id(p) for p in paths]
@@ -175,6 +184,54 @@ class FeatureStore:
         assert stored is not None or not paths
         rows = torch.tensor([index[fid] for fid in ids], dtype=torch.long)
         return (stored[rows] if stored is not None else torch.empty(0)), stats
+
+    def _get_sharded(self, dist: Distributed, backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str],
+                     stop_group: int, augment: str, view: int, seed: int, batch_size: int, workers: int,
+                     device: torch.device, progress: Progress | None) -> tuple[torch.Tensor, ExtractStats]:
+        """:meth:`get` across ranks: rank 0 alone reads and writes the store (it may be on its disk
+        only); the files it lacks are split over the ranks, and the rows, stored and fresh, are
+        gathered in ``paths`` order on every rank."""
+        import time
+
+        from tlkit.transforms import eval_transform, train_transform
+
+        start = time.perf_counter()
+        plan = None
+        if dist.is_main:
+            folder = self.root / self.key(backbone, preprocessing, stop_group, augment, view, seed)
+            index, stored = self._read(folder)
+            ids = [file_id(p) for p in paths]
+            missing = [i for i, fid in enumerate(ids) if fid not in index]
+            # seeds come from rank 0's file ids, so a view is the same whichever rank computes it
+            seeds = None if augment == "none" else [_view_seed(ids[i], view, seed) for i in missing]
+            plan = (missing, seeds)
+        missing, seeds = dist.same_on_all(plan)
+        parts, where = [], []
+        mine = dist.shard(len(missing))
+        if mine:
+            transform = eval_transform(preprocessing) if augment == "none" else train_transform(preprocessing, augment)
+            dataset = _ViewDataset([paths[missing[j]] for j in mine], transform,
+                                   None if seeds is None else [seeds[j] for j in mine])
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            with torch.random.fork_rng(devices=[]):
+                parts.append(run_backbone(backbone.to(device), loader, stop_group, device, progress=progress,
+                                          total=len(mine)))
+            where += [missing[j] for j in mine]
+        if dist.is_main and len(missing) < len(paths):
+            hits = [i for i, fid in enumerate(ids) if fid in index]
+            parts.append(stored[torch.tensor([index[ids[i]] for i in hits], dtype=torch.long)])
+            where += hits
+        local = torch.cat(parts) if parts else torch.empty(0)
+        features = dist.gather_rows(local, torch.tensor(where, dtype=torch.long), len(paths))
+        if dist.is_main and missing:
+            base = len(index)
+            for offset, i in enumerate(missing):
+                index[ids[i]] = base + offset
+            fresh = features[torch.tensor(missing, dtype=torch.long)]
+            self._write(folder, index, fresh if stored is None else torch.cat([stored, fresh]), backbone, stop_group)
+        stats = ExtractStats(requested=len(paths), computed=len(missing), seconds=time.perf_counter() - start)
+        return features, stats
 
     # -- storage
     def _read(self, folder: Path) -> tuple[dict[str, int], torch.Tensor | None]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlkit import backbones as backbones_mod
+from tlkit import distributed
 from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_checkpoint, rng_state,
                               save_checkpoint, seed_everything, seed_worker, set_rng_state)
 from tlkit.config import RunConfig, StageConfig, make_config, save_yaml
@@ -72,6 +73,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     evaluation: Any = None  # tlkit.evaluate.EvalResult on the test split, when there is one
     timings: dict = field(default_factory=dict)
+    rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
 
     def __repr__(self) -> str:
         acc = f", test accuracy={self.evaluation.accuracy:.3f}" if self.evaluation is not None else ""
@@ -139,24 +141,41 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
-    """Run a validated config end to end: data, backbone, stages, saved model, test evaluation."""
+    """Run a validated config end to end: data, backbone, stages, saved model, test evaluation.
+
+    A plain function of the config, so it is also what each process calls under ``torchrun`` or
+    inside an engine's worker (Ray Train's ``train_loop_per_worker``): every process calls it with
+    the same config, and rank 0 alone writes files and reports progress (``tlkit.distributed``).
+    """
     cfg.validate()
-    reporter = reporter or SilentReporter()
+    with distributed.session(resolve_device(cfg.device)) as dist:
+        return _run(cfg, reporter, dist)
+
+
+def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distributed) -> FinetuneResult:
+    reporter = (reporter or SilentReporter()) if dist.is_main else SilentReporter()
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = dist.device
     workers = default_workers(device) if cfg.workers is None else cfg.workers
+    if cfg.workers is None:
+        workers = dist.share_workers(workers)
     # User errors (missing or bad data, unknown backbone, unavailable weights) stop the run before its
     # directory is created or an existing one is replaced, so fixing them needs no --overwrite.
     if cfg.resume and not Path(cfg.data.path).is_dir():
         raise DataError(f"dataset folder {cfg.data.path} does not exist or is not a folder. Check the path.")
-    scanned = None if cfg.resume else _scan_data(cfg, reporter)
+    scanned = None if cfg.resume else dist.on_main(lambda: _scan_data(cfg, reporter))
     seed_everything(cfg.seed)
     backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
-    run_dir = prepare_run_dir(cfg)
-    save_yaml(cfg.to_dict(), run_dir / "config.yaml")
 
-    manifest = _prepare_data(cfg, run_dir, reporter, scanned)
+    def prepare() -> tuple[Path, Manifest]:
+        run_dir = prepare_run_dir(cfg)
+        save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        return run_dir, _prepare_data(cfg, run_dir, reporter, scanned)
+
+    # rank 0 alone creates the run directory and its first files; every rank gets the path and split
+    run_dir, manifest = dist.on_main(prepare)
+    cfg.out = str(run_dir)
     preprocessing = backbone.preprocessing.with_size(cfg.data.image_size)
     head = HeadSpec(cfg.model.head, backbone.feature_dim, len(manifest.classes), cfg.model.hidden_dim,
                     cfg.model.dropout, cfg.model.norm)
@@ -165,10 +184,14 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
         model.backbone.compile_groups()
         model.head.compile(backend=os.environ.get("TLKIT_COMPILE_BACKEND") or "inductor")
         reporter.message("torch.compile: each layer group is compiled on its first batch (expect a slow start)")
+    dist.sync_module(model)  # every rank starts from rank 0's weights
     reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "
                      f"{preprocessing.input_size}px, device {device}")
+    if dist.enabled:
+        reporter.message(f"{dist.world_size} processes ({dist.backend}); batch sizes are global: on images each "
+                         f"process takes 1/{dist.world_size} of a batch")
 
-    trainer = _Trainer(cfg, model, manifest, run_dir, device, workers, reporter)
+    trainer = _Trainer(cfg, model, manifest, run_dir, device, workers, reporter, dist)
     trainer.restore_if_resuming()
     try:
         for index, stage in enumerate(cfg.recipe.stages):
@@ -189,7 +212,8 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
                          f"continue with: tlkit finetune {cfg.data.path} --out {run_dir} --resume")
         raise
     timings = {"total_seconds": time.perf_counter() - t_start, **trainer.timings}
-    model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings})
+    if dist.is_main:
+        model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings})
     evaluation = trainer.evaluate_test()
     timings["total_seconds"] = time.perf_counter() - t_start
     if evaluation is not None:
@@ -206,8 +230,9 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
                             "split": {s: len(v) for s, v in manifest.splits.items()}})
         timings["report_seconds"] = time.perf_counter() - t_report
         timings["total_seconds"] = time.perf_counter() - t_start
-    atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
-    return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings)
+    if dist.is_main:
+        atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
+    return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings, rank=dist.rank)
 
 
 def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter, scanned: Manifest | None = None) -> Manifest:
@@ -286,9 +311,12 @@ def _jitter_maps(x: torch.Tensor, strength: float, gen: torch.Generator) -> torc
 
 class _Trainer:
     def __init__(self, cfg: RunConfig, model: TransferModel, manifest: Manifest, run_dir: Path,
-                 device: torch.device, workers: int, reporter: Reporter) -> None:
+                 device: torch.device, workers: int, reporter: Reporter,
+                 dist: distributed.Distributed = distributed.SINGLE) -> None:
         self.cfg, self.model, self.manifest, self.run_dir = cfg, model, manifest, run_dir
         self.device, self.workers, self.reporter = device, workers, reporter
+        self.dist = dist
+        self.net: nn.Module = model  # what image stages train: the model, or the model in DDP
         self.store = FeatureStore(cfg.cache_dir)
         self.history: list[dict] = []
         self.timings: dict[str, float] = {"extract_seconds": 0.0, "train_seconds": 0.0}
@@ -322,12 +350,13 @@ class _Trainer:
     def restore_if_resuming(self) -> None:
         if not self.cfg.resume:
             return
-        state = load_checkpoint(self.run_dir / CHECKPOINT)
+        state = self.dist.on_main(lambda: load_checkpoint(self.run_dir / CHECKPOINT))
         self.model.load_state_dict(state["model"])
         self.history = [json.loads(line) for line in state["history"]]
         self._saved_epochs = len(self.history)
         # epochs logged after the checkpoint was written are replayed, so the log is rewritten to match
-        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         self.stage_index = int(state["stage"])
         self.resume_state = state if not state["stage_done"] else None
         if state["stage_done"]:
@@ -346,7 +375,8 @@ class _Trainer:
             t0 = time.perf_counter()
             feats, stats = self.store.get(
                 self.model.backbone, self.model.preprocessing, paths, stop_group=self.base_group, augment=augment,
-                view=view, seed=stage_seed, batch_size=self.extract_batch_size, workers=self.workers, device=self.device, progress=tick)
+                view=view, seed=stage_seed, batch_size=self.extract_batch_size, workers=self.workers, device=self.device, progress=tick,
+                dist=self.dist)
             self.timings["extract_seconds"] += time.perf_counter() - t0
             if self._base_fingerprint is None:
                 from tlkit.features import backbone_fingerprint
@@ -398,6 +428,9 @@ class _Trainer:
         steps_per_epoch = max(1, math.ceil(len(train_labels) / stage.batch_size))
         if len(train_labels) > stage.batch_size and len(train_labels) % stage.batch_size == 1:
             steps_per_epoch -= 1  # the lone last sample is dropped (BatchNorm cannot train on one)
+        if not cached and self.dist.enabled:  # each rank steps through its share of the images
+            steps_per_epoch = self.dist.steps_per_epoch(len(train_labels), stage.batch_size)
+        self.net = self.model if cached else self.dist.wrap(self.model)
         scheduler = self._scheduler(stage, optimizer, steps_per_epoch)
         class_weights = None
         if stage.class_weighting == "balanced":
@@ -443,6 +476,7 @@ class _Trainer:
                 loss, step = self._epoch_images(stage, index, epoch, step, train_labels, optimizer, scheduler,
                                                 class_weights, gen)
             val = self._validate(k, val_inputs, val_labels) if len(val_labels) else {}
+            loss, val = self.dist.same_on_all((loss, val))  # every rank decides (early stop, best epoch) alike
             self._check_finite(stage, index, epoch, step, optimizer, val)
             seconds = time.perf_counter() - t0
             self.timings["train_seconds"] += seconds
@@ -467,8 +501,9 @@ class _Trainer:
             state = self._state(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs,
                                 stage_done=done)
             self._pending = state
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            if self.dist.is_main:
+                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
             self.reporter.epoch(record)
             # Epochs on cached features take milliseconds: checkpoint at most every CHECKPOINT_SECONDS
             # (resuming from an earlier epoch replays the same epochs exactly), always at a stage's end.
@@ -479,6 +514,8 @@ class _Trainer:
                 break
         if stage.epochs == 0:
             self._write(self._state(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True))
+        self.net = self.model
+        self.dist.sync_module(self.model)  # cached stages ran on every rank: rank 0's result is the one kept
 
     def _check_finite(self, stage: StageConfig, index: int, epoch: int, step: int, optimizer, val: dict) -> None:  # noqa: ANN001
         """The last step of an epoch can leave NaN/inf weights behind a finite loss: stop before saving them."""
@@ -645,6 +682,9 @@ class _Trainer:
             dataset: torch.utils.data.Dataset = decoded.with_transform(transform)
         else:
             dataset = ImageDataset(self.manifest.paths(split), self.manifest.labels(split), transform)
+        if self.dist.enabled:  # this rank's share: sampled for training, a slice for prediction
+            return self.dist.image_loader(dataset, batch_size, shuffle_gen, num_workers=self.workers,
+                                          worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda")
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen,
             num_workers=self.workers, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
@@ -657,6 +697,7 @@ class _Trainer:
             raise ConfigError("class_weighting: sampler is supported on cached stages only; use 'balanced' here")
         loader = self._image_loader("train", train_transform(self.model.preprocessing, stage.augment), gen,
                                     stage.batch_size)
+        self.dist.seed_image_epoch(gen.initial_seed())
         total, count = 0.0, 0
         for images, y, _ in loader:
             x = images.to(self.device)
@@ -664,17 +705,17 @@ class _Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(self.device)
             x, y = self._mix(x, y, stage, gen)
-            loss = self._step(stage, index, epoch, step, self.model, x, y, optimizer, scheduler, class_weights)
+            loss = self._step(stage, index, epoch, step, self.net, x, y, optimizer, scheduler, class_weights)
             step += 1
             total += loss * len(images)
             count += len(images)
-        return total / max(1, count), step
+        return self.dist.mean(total, count), step
 
     def _probs(self, k: int | None, inputs: torch.Tensor | None, split: str) -> torch.Tensor:
         """Class probabilities for a split, from cached activations when possible."""
         self.model.eval()
         backbone, head = self.model.backbone, self.model.head
-        out = []
+        out, rows = [], []
         with torch.inference_mode():
             if inputs is not None:
                 for s in range(0, len(inputs), 256):
@@ -683,9 +724,14 @@ class _Trainer:
             else:
                 from tlkit.transforms import eval_transform
 
-                for images, _, _ in self._image_loader(split, eval_transform(self.model.preprocessing), None, 64):
+                for images, _, at in self._image_loader(split, eval_transform(self.model.preprocessing), None, 64):
                     out.append(torch.softmax(self.model(images.to(self.device)).float(), 1).cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.manifest.classes))
+                    rows.append(at)
+        probs = torch.cat(out) if out else torch.empty(0, len(self.manifest.classes))
+        if inputs is None and self.dist.enabled:  # each rank predicted its share: every image back in place, once
+            at = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
+            probs = self.dist.gather_rows(probs, at, len(self.manifest.paths(split)))
+        return probs
 
     def _validate(self, k: int, inputs: torch.Tensor | None, labels: torch.Tensor) -> dict:
         from sklearn.metrics import balanced_accuracy_score
@@ -707,6 +753,8 @@ class _Trainer:
         # Same weights either way: cached activations only skip recomputing a prefix that never changed.
         inputs = self._base_inputs("test", 0, "none", self.cfg.seed) if self._prefix_unchanged() else None
         probs = self._probs(self.base_group if inputs is not None else None, inputs, "test")
+        if not self.dist.is_main:
+            return None
         return evaluate_predictions(np.array(labels), probs.numpy(), self.manifest.classes,
                                     paths=self.manifest.paths("test"), seed=self.cfg.seed)
 
@@ -734,7 +782,8 @@ class _Trainer:
         }
 
     def _write(self, state: dict) -> None:
-        save_checkpoint(state, self.run_dir / CHECKPOINT)
+        if self.dist.is_main:  # one writer; every rank holds the same state
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
         self._saved_epochs = len(state["history"])
         self._pending = None
         self._last_save = time.perf_counter()
@@ -747,6 +796,8 @@ class _Trainer:
         """
         if self._pending is not None:
             self._write(self._pending)
+        if not self.dist.is_main:
+            return
         if not (self.run_dir / CHECKPOINT).is_file():
             self.reporter.message("interrupted before the first epoch ended: nothing to resume from yet")
             return
