@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--recipes", default="linear-probe,probe-then-finetune")
     parser.add_argument("--work", default="bench/_work")
     parser.add_argument("--results", default="bench/REALDATA.md")
+    parser.add_argument("--cache", default=None, help="feature cache folder (default: a new empty one per invocation)")
     args = parser.parse_args()
 
     import torch
@@ -83,7 +84,11 @@ def main() -> None:
     else:
         data = export_fashion(work / f"fashion-{args.train_per_class}", args.train_per_class)
         label = f"Fashion-MNIST ({args.train_per_class}/class train, 20/class val, 1,000 test)"
-    cache = work / "cache"
+    import tempfile
+
+    # an empty feature cache per invocation, so wall times include extraction (recipes share it)
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="cache-", dir=work))
+    load = os.getloadavg()
     rows = []
     for recipe in args.recipes.split(","):
         start = time.perf_counter()
@@ -102,7 +107,7 @@ def main() -> None:
     lines = [f"\n## {label}, EfficientNet-Lite0 (packaged ImageNet weights), {size} px, CPU",
              f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}; command: "
-             f"`uv run python bench/realdata.py {' '.join(sys.argv[1:])}` (feature cache empty at start)\n",
+             f"`uv run python bench/realdata.py {' '.join(sys.argv[1:])}` " + ("(feature cache empty at start)" if not args.cache else f"(feature cache {args.cache}, possibly warm)") + f"; load average at start {load[0]:.2f}\n",
              "| recipe | train images | test images | test accuracy [95% CI] | balanced accuracy | wall time | extraction | training |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for recipe, n_train, n_test, acc, ci, bal, seconds, extract, train in rows:
