@@ -244,6 +244,8 @@ def explain(
     inputs: Annotated[List[Path], typer.Argument(help="Image files or folders.")],
     class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (default: the predicted one).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write overlays (default RUN_DIR/explain).")] = None,
+    layer: Annotated[str, typer.Option(help="Layer group to explain (a name from 'tlkit summary', or an index); "
+                                            "auto: the last group whose map is at least 7x7.")] = "auto",
 ) -> None:
     """Grad-CAM heat maps: where the model looks when it picks a class. Writes image|overlay PNGs.
 
@@ -255,7 +257,7 @@ def explain(
 
     model = load(run_dir)
     target = out_dir or Path(run_dir) / "explain"
-    written = write_overlays(model, list_images(inputs), target, class_name)
+    written = write_overlays(model, list_images(inputs), target, class_name, layer=layer)
     out.print(f"{len(written)} overlay(s) written to [bold]{target}[/]")
 
 
