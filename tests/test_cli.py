@@ -182,6 +182,8 @@ def test_evaluate_on_a_folder_missing_a_class_and_holding_an_unknown_one(
     assert "purple" in result.stdout and "10 files not scored" in result.stdout
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert len(metrics["confusion"]) == 3 and metrics["unknown"]["purple"]
+    page = (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")
+    assert metrics["n_misclassified"] > 0 and "Grad-CAM heat map for the predicted class" in page  # model passed on
 
 
 def test_explain_writes_overlays_for_a_chosen_layer_and_class(runner: CliRunner, trained_run: Path, tiny_data: Path,

@@ -180,11 +180,15 @@ def evaluate(
     """
     from tlkit.data import load_image
     from tlkit.evaluate import evaluate as evaluate_fn
+    from tlkit.explain import explainer
+    from tlkit.model import load
     from tlkit.report import print_summary, write_report
 
     result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device)
+    model = load(run_dir, device=device)  # again, for the Grad-CAM overlays beside the mistakes (a few MB)
     target = out_dir or (Path(run_dir) / f"eval-{split}")
-    write_report(result, target, load_image=load_image, title=f"tlkit evaluation: {run_dir}")
+    write_report(result, target, load_image=load_image, explain=explainer(model),
+                 title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
     out.print(f"report written to [bold]{target}[/]")
 

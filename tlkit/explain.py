@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -220,6 +220,25 @@ def explain_many(model: "TransferModel", images: Sequence[str | os.PathLike], cl
     if layer is None or layer == "auto":
         layer = default_layer(model.backbone, model.preprocessing.input_size)
     return [explain(model, path, class_name, layer=layer) for path in images]
+
+
+def explainer(model: "TransferModel", class_name: str | None = None, *,
+              layer: int | str | None = None) -> "Callable[[str], tuple[np.ndarray, np.ndarray]] | None":
+    """``path -> (image as the model saw it, overlay)`` for report galleries, or ``None`` when the
+    backbone cannot be explained (one opaque group, e.g. ViT): the gallery then shows images only.
+
+    >>> # write_report(result, "out", explain=explainer(model))
+    """
+    if not model.backbone.sequential:
+        return None
+    if layer is None or layer == "auto":
+        layer = default_layer(model.backbone, model.preprocessing.input_size)
+
+    def explain_path(path: str) -> tuple[np.ndarray, np.ndarray]:
+        exp = explain(model, path, class_name, layer=layer)
+        return exp.image, exp.overlay()
+
+    return explain_path
 
 
 def write_overlays(model: "TransferModel", images: Sequence[str], out_dir: str | os.PathLike,
