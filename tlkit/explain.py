@@ -105,7 +105,8 @@ def input_to_source(row: float, col: float, source_size: tuple[int, int], resize
 
 
 def default_layer(backbone: "Backbone", input_size: int) -> int:
-    """Index of the last layer group whose feature map is at least ``MIN_MAP_SIZE`` on a side."""
+    """Index of the last layer group whose feature map is at least ``MIN_MAP_SIZE`` on a side
+    (when none is, as for tiny inputs, the first spatial group: the finest map there is)."""
     x = torch.zeros(1, 3, input_size, input_size, device=next(backbone.parameters()).device)
     chosen = None
     was_training = backbone.training
