@@ -86,3 +86,45 @@ nb = new_notebook(cells=[
          '                       **{k: v for k, v in options.items() if k != "overwrite"})\nfirst.evaluation.accuracy == again.evaluation.accuracy'),
 ])
 save(nb, "notebooks/04-bring-your-own-data.ipynb")
+
+nb = new_notebook(cells=[
+    md("# Look inside a model\n\nWhat a trained model is made of, what its layers respond to, and where in an image it looks "
+       "when it picks a class. Everything here works on any model that `tlkit.finetune` wrote."),
+    code(SETUP),
+    code('data = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\n'
+         'result = tlkit.finetune(data, backbone=BACKBONE, recipe="linear-probe", out=f"{WORK}/look-run", **options)\n'
+         'model = result.model  # or, later: tlkit.load(result.run_dir)\nmodel.classes'),
+    md("## 1. Summary\n\nLayer groups with their output shapes, parameters (frozen or trainable) and the forward FLOPs per image. "
+       "The group names are what `unfreeze`, `feature_maps` and Grad-CAM's `layer=` refer to. "
+       "The same table for any backbone, with no weights: `tlkit summary --backbone NAME`."),
+    code("print(model.summary())"),
+    md("## 2. Feature maps\n\nThe activations of one layer group for one test image: its 16 most active channels. "
+       "Early groups keep the image's layout (edges, strokes); later ones are coarser and more abstract."),
+    code('from tlkit.inspection import feature_maps, first_conv_filters, plot_grid\n\n'
+         'image_path = result.manifest.paths("test")[0]\n'
+         'image = model.eval_transform()(tlkit.load_image(image_path))  # preprocessed exactly as for prediction\n'
+         'group = model.backbone.group_names[len(model.backbone.group_names) // 3]  # an early group: finer maps\n'
+         'maps = feature_maps(model.backbone, image, group, top=16)\n'
+         'plot_grid(maps, title=f"{group}: the 16 strongest of its channels, {maps.shape[1]}x{maps.shape[2]} each");'),
+    md("## 3. First-layer filters\n\nThe weights of the first convolution, each scaled to its own range and shown as RGB. "
+       "Pretrained ImageNet filters look like oriented edges and colour blobs; random ones look like noise."),
+    code('filters = first_conv_filters(model.backbone)\nplot_grid(filters[:32], title=f"first convolution: {len(filters)} filters of {filters.shape[1]}x{filters.shape[2]}");'),
+    md("## 4. Grad-CAM: where the model looks\n\n`model.explain(image)` weights a layer group's feature map by the gradient of the "
+       "class score and keeps the positive part: red is where the evidence for the class came from. "
+       "The default layer is the last group whose map is at least 7x7 (`exp.layer`); pass `layer=` to choose another."),
+    code('import numpy as np\n\n'
+         'exp = model.explain(image_path)  # the predicted class\n'
+         'print(f"predicted {exp.predicted} ({exp.probability:.2f}); true {result.manifest.classes[result.manifest.labels(\'test\')[0]]}; "\n'
+         '      f"layer {exp.layer}, map {exp.map_size}, peak at (y, x) = {tuple(round(v) for v in exp.peak_in_source())} in the original")\n'
+         'plot_grid(np.stack([exp.image, exp.overlay()]), title=f"Grad-CAM for {exp.class_name}", cols=2, tile=3.5);'),
+    md("For a class you choose, e.g. the runner-up: where would the evidence for it be?"),
+    code('preds = model.predict(image_path)\nrunner_up = preds.top_k(2)[0][1][0]\n'
+         'other = model.explain(image_path, class_name=runner_up)\n'
+         'plot_grid(np.stack([other.image, other.overlay()]), title=f"Grad-CAM for {runner_up} (p = {other.probability:.2f})", cols=2, tile=3.5);'),
+    md("## 5. The mistakes, with their heat maps\n\nThe evaluation report of every run shows the Grad-CAM overlay beside each "
+       "misclassified image; here is the same gallery in the notebook. From the command line: "
+       "`tlkit explain RUN_DIR IMAGE_OR_FOLDER... [--class NAME] [--layer GROUP]` writes image|overlay PNGs."),
+    code('from tlkit.explain import explainer\n\n'
+         'fig = result.evaluation.plot_misclassified(max_images=6, load_image=tlkit.load_image, explain=explainer(model))'),
+])
+save(nb, "notebooks/05-look-inside.ipynb")

@@ -182,6 +182,24 @@ def test_evaluate_on_a_folder_missing_a_class_and_holding_an_unknown_one(
     assert "purple" in result.stdout and "10 files not scored" in result.stdout
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert len(metrics["confusion"]) == 3 and metrics["unknown"]["purple"]
+    page = (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")
+    assert metrics["n_misclassified"] > 0 and "Grad-CAM heat map for the predicted class" in page  # model passed on
+
+
+def test_explain_writes_overlays_for_a_chosen_layer_and_class(runner: CliRunner, trained_run: Path, tiny_data: Path,
+                                                               tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = [tiny_data / "red" / "img_00.png", tiny_data / "blue"]
+    result = cli(runner, ["explain", trained_run, *images, "--class", "green", "--layer", "layer3", "--out", tmp_path / "cams"])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "cams").glob("*.gradcam.png"))
+    assert len(files) == 11 and all(f.name.endswith("-green.gradcam.png") for f in files)
+    assert Image.open(files[0]).size == (64, 32)  # image | overlay at the model's input size
+    assert_user_error(cli(runner, ["explain", trained_run, images[0], "--layer", "layer9", "--out", tmp_path / "x"]),
+                      "layer9", "layer4")
+    assert_user_error(cli(runner, ["explain", trained_run, images[0], "--class", "purple", "--out", tmp_path / "x"]),
+                      "purple", "blue, green, red")
 
 
 def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:

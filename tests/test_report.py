@@ -158,6 +158,40 @@ def test_misclassified_uses_load_image(tmp_path: Path) -> None:
     plt.close(figure)
 
 
+def test_gallery_shows_grad_cam_beside_each_mistake(tmp_path: Path) -> None:
+    """With an explainer, each mistake is drawn as image | overlay; at most 16 are computed; a
+    failing one shows its error; without one the gallery is unchanged."""
+    result = make_result(4, 80, tmp_path)
+    assert len(result.misclassified) > 16
+    asked: list[str] = []
+
+    def explain(path: str) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(path)
+        if len(asked) == 2:
+            raise ValueError("cannot explain this one")
+        return np.zeros((6, 6, 3), np.uint8), np.full((6, 6, 3), 255, np.uint8)
+
+    written = write_report(result, tmp_path / "with", explain=explain)
+    assert asked == [m["path"] for m in result.misclassified[:16]]
+    page = written["report.html"].read_text(encoding="utf-8")
+    assert "Grad-CAM heat map for the predicted class" in page
+    plain = write_report(result, tmp_path / "without")
+    assert "Grad-CAM" not in plain["report.html"].read_text(encoding="utf-8")
+    with Image.open(written["misclassified.png"]) as a, Image.open(plain["misclassified.png"]) as b:
+        assert a.size != b.size  # 3 wide tiles per row instead of 4 square ones
+
+    asked.clear()
+    figure = plot_misclassified(result, max_images=3, explain=explain)
+    first, second = figure.axes[0].get_images()[0].get_array(), figure.axes[1].get_images()[0].get_array()
+    assert first.shape[1] > 2 * 6 and first[:, :6].max() == 0 and first[:, -6:].min() == 255  # seen | overlay
+    assert second.shape == (8, 8, 3)  # the plain image, and the reason below it
+    assert "cannot explain this one" in figure.axes[1].get_xlabel()
+    assert "Grad-CAM" in figure._suptitle.get_text()
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def test_print_summary(tmp_path: Path) -> None:
     result = make_result(4, 40)
     console = Console(record=True, width=160)

@@ -228,11 +228,15 @@ def evaluate(
     """
     from tlkit.data import load_image
     from tlkit.evaluate import evaluate as evaluate_fn
+    from tlkit.explain import explainer
+    from tlkit.model import load
     from tlkit.report import print_summary, write_report
 
     result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device)
+    model = load(run_dir, device=device)  # again, for the Grad-CAM overlays beside the mistakes (a few MB)
     target = out_dir or (Path(run_dir) / f"eval-{split}")
-    write_report(result, target, load_image=load_image, title=f"tlkit evaluation: {run_dir}")
+    write_report(result, target, load_image=load_image, explain=explainer(model),
+                 title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
     out.print(f"report written to [bold]{target}[/]")
 
@@ -292,6 +296,8 @@ def explain(
     inputs: Annotated[List[Path], typer.Argument(help="Image files or folders.")],
     class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (default: the predicted one).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write overlays (default RUN_DIR/explain).")] = None,
+    layer: Annotated[str, typer.Option(help="Layer group to explain (a name from 'tlkit summary', or an index); "
+                                            "auto: the last group whose map is at least 7x7.")] = "auto",
 ) -> None:
     """Grad-CAM heat maps: where the model looks when it picks a class. Writes image|overlay PNGs.
 
@@ -303,7 +309,7 @@ def explain(
 
     model = load(run_dir)
     target = out_dir or Path(run_dir) / "explain"
-    written = write_overlays(model, list_images(inputs), target, class_name)
+    written = write_overlays(model, list_images(inputs), target, class_name, layer=layer)
     out.print(f"{len(written)} overlay(s) written to [bold]{target}[/]")
 
 

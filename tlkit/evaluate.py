@@ -178,12 +178,14 @@ class EvalResult:
         return plot_per_class(self, ax)
 
     def plot_misclassified(
-        self, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None
+        self, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None,
+        explain: Callable[[str], Any] | None = None,
     ) -> Figure:
-        """Draw a gallery of the most confident mistakes."""
+        """Draw a gallery of the most confident mistakes (``explain``: Grad-CAM beside each, see
+        :func:`tlkit.explain.explainer`)."""
         from tlkit.report import plot_misclassified
 
-        return plot_misclassified(self, max_images, load_image=load_image)
+        return plot_misclassified(self, max_images, load_image=load_image, explain=explain)
 
 
 def evaluate_predictions(

@@ -187,14 +187,15 @@ def first_conv_filters(backbone: Backbone) -> np.ndarray:
     raise ValueError(f"{backbone.name} has no 3-channel convolution")
 
 
-def plot_grid(images: np.ndarray, *, title: str = "", cmap: str = "viridis", cols: int = 8):  # noqa: ANN201
-    """Draw a (N, H, W) or (N, H, W, 3) array as a grid; returns the matplotlib Figure."""
+def plot_grid(images: np.ndarray, *, title: str = "", cmap: str = "viridis", cols: int = 8,
+              tile: float = 1.6):  # noqa: ANN201
+    """Draw a (N, H, W) or (N, H, W, 3) array as a grid of ``tile``-inch squares; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     n = len(images)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(tile * cols, tile * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img in zip(axes.flat, images):

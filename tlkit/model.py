@@ -145,11 +145,14 @@ class TransferModel(nn.Module):
         return summarize(self.backbone, image_size=image_size or self.preprocessing.input_size, head=self.head_spec,
                          layers=layers)
 
-    def explain(self, image, class_name: str | None = None):  # noqa: ANN001, ANN201
-        """Grad-CAM heat map for one image (path or PIL image), for ``class_name`` or the predicted class."""
+    def explain(self, image, class_name: str | None = None, *, layer: int | str | None = None):  # noqa: ANN001, ANN201
+        """Grad-CAM heat map for one image (path or PIL image), for ``class_name`` or the predicted class.
+
+        ``layer``: a layer group name or index; default the last group whose map is at least 7x7.
+        """
         from tlkit.explain import explain
 
-        return explain(self, image, class_name)
+        return explain(self, image, class_name, layer=layer)
 
     # -- inference
     def eval_transform(self):  # noqa: ANN201

@@ -40,6 +40,8 @@ ANNOTATE_MAX_CLASSES = 20
 HTML_MATRIX_MAX_CLASSES = 20
 # Tick labels longer than this are shortened on plots (full names stay in CSV/HTML).
 _MAX_TICK_CHARS = 24
+# The report's gallery of mistakes shows at most this many images (each may cost a Grad-CAM pass).
+GALLERY_MAX_IMAGES = 16
 _DPI = 110
 
 
@@ -207,12 +209,21 @@ def _default_load_image(path: str) -> Any:
         return image.convert("RGB")
 
 
-def _gallery_figsize(n_tiles: int) -> tuple[float, float]:
+#: An ``explain(path)`` callable returns (image as the model saw it, Grad-CAM overlay), both
+#: (H, W, 3) uint8; :func:`tlkit.explain.explainer` makes one from a model.
+Explainer = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
+
+
+def _gallery_cols(n_tiles: int, paired: bool) -> int:
+    return min(3 if paired else 4, max(1, n_tiles))
+
+
+def _gallery_figsize(n_tiles: int, paired: bool = False) -> tuple[float, float]:
     if n_tiles == 0:
         return (6.0, 1.6)
-    cols = min(4, n_tiles)
+    cols = _gallery_cols(n_tiles, paired)
     rows = -(-n_tiles // cols)
-    return (3.2 * cols, 3.9 * rows + 0.6)
+    return ((5.4 if paired else 3.2) * cols, 3.9 * rows + 0.6)
 
 
 def _gallery_items(result: EvalResult, max_images: int) -> list[dict[str, Any]]:
@@ -221,22 +232,51 @@ def _gallery_items(result: EvalResult, max_images: int) -> list[dict[str, Any]]:
     return result.misclassified[: max(0, max_images)]
 
 
+def explain_items(items: list[dict[str, Any]], explain: Explainer | None) -> dict[int, Any]:
+    """Compute the gallery's Grad-CAM pairs: row index -> (seen, overlay), or the error's text.
+
+    One image that cannot be explained must not hide the others, so failures become text.
+    """
+    if explain is None:
+        return {}
+    pairs: dict[int, Any] = {}
+    for item in items:
+        try:
+            pairs[item["index"]] = explain(item["path"])
+        except Exception as exc:  # noqa: BLE001 - shown on the tile instead of the heat map
+            pairs[item["index"]] = f"{type(exc).__name__}: {str(exc)[:60]}"
+    return pairs
+
+
 def plot_misclassified(
-    result: EvalResult, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None
+    result: EvalResult, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None,
+    explain: Explainer | None = None,
 ) -> Figure:
     """A gallery of the most confident mistakes, each titled "true: A / pred: B (confidence)".
 
     ``load_image(path)`` returns anything ``imshow`` accepts (default: PIL, converted to RGB).
-    Without paths or without mistakes the figure says so.
+    ``explain(path)`` (e.g. ``tlkit.explain.explainer(model)``) adds a Grad-CAM overlay for the
+    predicted class beside each image. Without paths or without mistakes the figure says so.
     """
     items = _gallery_items(result, max_images)
-    fig = _pyplot_figure(_gallery_figsize(len(items)))
-    _draw_misclassified(fig, result, items, load_image or _default_load_image)
+    pairs = explain_items(items, explain)
+    fig = _pyplot_figure(_gallery_figsize(len(items), _has_pairs(pairs)))
+    _draw_misclassified(fig, result, items, load_image or _default_load_image, pairs)
     return fig
 
 
+def _has_pairs(pairs: dict[int, Any]) -> bool:
+    return any(isinstance(v, tuple) for v in pairs.values())
+
+
+def _side_by_side(seen: np.ndarray, overlay: np.ndarray) -> np.ndarray:
+    gap = np.full((seen.shape[0], max(2, seen.shape[1] // 32), 3), 255, np.uint8)
+    return np.concatenate([np.asarray(seen, np.uint8), gap, np.asarray(overlay, np.uint8)], axis=1)
+
+
 def _draw_misclassified(
-    fig: Figure, result: EvalResult, items: list[dict[str, Any]], load: Callable[[str], Any]
+    fig: Figure, result: EvalResult, items: list[dict[str, Any]], load: Callable[[str], Any],
+    pairs: dict[int, Any] | None = None,
 ) -> None:
     if not items:
         if not result.misclassified:
@@ -245,20 +285,25 @@ def _draw_misclassified(
             why = "no file paths were given, so there are no images to show"
         fig.text(0.5, 0.5, f"Misclassified gallery: {why}.", ha="center", va="center")
         return
-    cols = min(4, len(items))
+    pairs = pairs or {}
+    cols = _gallery_cols(len(items), _has_pairs(pairs))
     rows = -(-len(items) // cols)
-    fig.suptitle(
-        f"Most confident mistakes ({len(items)} of {len(result.misclassified)})", fontsize=12
-    )
+    heading = f"Most confident mistakes ({len(items)} of {len(result.misclassified)})"
+    if _has_pairs(pairs):
+        heading += "; each: the image as the model saw it | Grad-CAM for the predicted class"
+    fig.suptitle(heading, fontsize=12)
     for i, item in enumerate(items):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_xticks([])
         ax.set_yticks([])
+        pair = pairs.get(item["index"])
         try:
-            ax.imshow(load(item["path"]))
+            ax.imshow(_side_by_side(*pair) if isinstance(pair, tuple) else load(item["path"]))
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
             ax.text(0.5, 0.5, f"image unavailable\n{type(exc).__name__}", ha="center",
                     va="center", fontsize=9, color="#a00000", transform=ax.transAxes)
+        if isinstance(pair, str):
+            ax.set_xlabel(_plain(f"no heat map: {pair}"), fontsize=7, color="#a00000")
         title = (
             f"true: {_short(item['true'], 22)}\n"
             f"pred: {_short(item['pred'], 22)} ({item['confidence']:.2f})\n"
@@ -279,11 +324,15 @@ def write_report(
     out_dir: str | os.PathLike[str],
     *,
     load_image: Callable[[str], Any] | None = None,
+    explain: Explainer | None = None,
     title: str = "tlkit evaluation",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write metrics, CSVs, plots and one self-contained ``report.html`` into ``out_dir``.
 
+    ``explain(path)`` (e.g. ``tlkit.explain.explainer(model)``) puts a Grad-CAM overlay for the
+    predicted class beside each of the (at most 16) mistakes in the gallery; without it (say,
+    for stored predictions with no model) the gallery shows the images alone.
     ``extra`` (run info: backbone, recipe, timings, ...) is shown at the top of the HTML and
     stored under ``"run"`` in metrics.json. Returns file name -> path.
     """
@@ -321,14 +370,15 @@ def write_report(
         fig = _detached_figure(figsize)
         draw(fig.add_subplot())
         images[name] = _png_bytes(fig)
-    items = _gallery_items(result, 16)
-    fig = _detached_figure(_gallery_figsize(len(items)))
-    _draw_misclassified(fig, result, items, load_image or _default_load_image)
+    items = _gallery_items(result, GALLERY_MAX_IMAGES)
+    pairs = explain_items(items, explain)  # compute first (Grad-CAM), then draw
+    fig = _detached_figure(_gallery_figsize(len(items), _has_pairs(pairs)))
+    _draw_misclassified(fig, result, items, load_image or _default_load_image, pairs)
     images["misclassified.png"] = _png_bytes(fig)
     for name, data in images.items():
         put(name, data)
 
-    put("report.html", _report_html(result, title, run_info, images).encode())
+    put("report.html", _report_html(result, title, run_info, images, gradcam=_has_pairs(pairs)).encode())
     return written
 
 
@@ -480,7 +530,8 @@ def _img(images: dict[str, bytes], name: str, alt: str) -> str:
 
 
 def _report_html(
-    result: EvalResult, title: str, run_info: dict[str, Any], images: dict[str, bytes]
+    result: EvalResult, title: str, run_info: dict[str, Any], images: dict[str, bytes],
+    *, gradcam: bool = False,
 ) -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -542,6 +593,11 @@ def _report_html(
     parts.append(_img(images, "reliability.png", "reliability diagram"))
 
     parts.append("<h2>Most confident mistakes</h2>")
+    if gradcam:
+        parts.append(
+            '<p class="muted">Beside each image, a Grad-CAM heat map for the predicted class: '
+            "red where the evidence for that class came from (tlkit explain RUN_DIR IMAGE).</p>"
+        )
     parts.append(_img(images, "misclassified.png", "most confident mistakes"))
     if result.misclassified:
         rows = "".join(

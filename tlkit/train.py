@@ -218,12 +218,14 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     timings["total_seconds"] = time.perf_counter() - t_start
     if evaluation is not None:
         from tlkit.data import load_image
+        from tlkit.explain import explainer
         from tlkit.report import write_report
 
         t_report = time.perf_counter()
         shown = {k: f"{v:.1f} s" for k, v in timings.items()}
         val = {k: round(v, 4) for k, v in trainer.last_val.items()}
-        write_report(evaluation, run_dir, load_image=load_image, title=f"tlkit: {Path(cfg.data.path).name}",
+        write_report(evaluation, run_dir, load_image=load_image, explain=explainer(model),
+                     title=f"tlkit: {Path(cfg.data.path).name}",
                      extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": cfg.recipe.name,
                             "image size": f"{preprocessing.input_size} px", "run_dir": str(run_dir),
                             "timings": shown, "validation (last epoch)": val,
