@@ -203,6 +203,30 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
     monkeypatch.setattr(train_mod._Trainer, "_validate", wrap("validate", train_mod._Trainer._validate))
     monkeypatch.setattr(train_mod._Trainer, "evaluate_test", wrap("test", train_mod._Trainer.evaluate_test))
     monkeypatch.setattr(FeatureStore, "get", wrap("extract", FeatureStore.get))
+    import tlkit.report
+
+    real_report = tlkit.report.write_report
+
+    def report(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        phase["name"] = "report"  # Grad-CAM of the mistakes runs the whole model on their images
+        try:
+            return real_report(*args, **kwargs)
+        finally:
+            phase["name"] = "setup"
+
+    monkeypatch.setattr(tlkit.report, "write_report", report)
+    import tlkit.explain
+
+    real_explainer = tlkit.explain.explainer
+
+    def explainer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        phase["name"] = "report"  # it finds the Grad-CAM layer with one forward pass
+        try:
+            return real_explainer(*args, **kwargs)
+        finally:
+            phase["name"] = "setup"
+
+    monkeypatch.setattr(tlkit.explain, "explainer", explainer)
 
     recipe = {"stages": [{"kind": "probe", "epochs": 1}, {"kind": "finetune", "unfreeze": 1, "epochs": 2,
                                                            "augment": "light", "views": 1, "lr": 0.01}]}
@@ -212,7 +236,7 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
     # the frozen prefix ran once per split (and view), for extraction only: train, val, augmented view, test
     assert per_phase["extract"]["stem"] > 0
     assert per_phase.get("setup", {}).get("stem", 0) == 0
-    assert set(per_phase) <= {"setup", "extract", "epoch", "validate", "test"}
+    assert set(per_phase) <= {"setup", "extract", "epoch", "validate", "test", "report"}
     for name in ("epoch", "validate", "test"):
         assert per_phase.get(name, {}).get("stem", 0) == 0, f"the frozen stem ran during {name}"
     assert per_phase["epoch"]["last"] > 0  # the unfrozen group does run on the cached activations
