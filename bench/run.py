@@ -82,8 +82,15 @@ class Settings:
 def make_settings(quick: bool, device: str, reps: int | None) -> Settings:
     if quick:  # a smoke run of every code path: one worker setting, one memory batch size
         return Settings(True, device, "timm:test_resnet", False, 32, 4, reps or 1, (64,), (0,), (0,))
-    ft_workers = WORKER_VARIANTS if device.startswith("cuda") else (0,)
-    return Settings(False, device, "efficientnet_lite0", True, 128, 30, reps or 3, (16, 64, 128), WORKER_VARIANTS,
+    import torch
+
+    from tlkit.train import default_workers
+
+    # 0, tlkit's own default for this device, and 2: what a user gets, bracketed
+    own = default_workers(torch.device("cuda" if device.startswith("cuda") else "cpu"))
+    workers = tuple(sorted({*WORKER_VARIANTS, own}))
+    ft_workers = workers if device.startswith("cuda") else (0,)
+    return Settings(False, device, "efficientnet_lite0", True, 128, 30, reps or 3, (16, 64, 128), workers,
                     ft_workers)
 
 
