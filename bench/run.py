@@ -86,9 +86,9 @@ def make_settings(quick: bool, device: str, reps: int | None) -> Settings:
 
     from tlkit.train import default_workers
 
-    # 0, tlkit's own default for this device, and 2: what a user gets, bracketed
+    # 0, 1, 2 and tlkit's own default for this device
     own = default_workers(torch.device("cuda" if device.startswith("cuda") else "cpu"))
-    workers = tuple(sorted({*WORKER_VARIANTS, own}))
+    workers = tuple(sorted({0, 1, *WORKER_VARIANTS, own}))
     ft_workers = workers if device.startswith("cuda") else (0,)
     return Settings(False, device, "efficientnet_lite0", True, 128, 30, reps or 3, (16, 64, 128), workers,
                     ft_workers)
@@ -827,7 +827,7 @@ def machine_description(s: Settings, command: str, load_start: tuple, load_end: 
         f"- DataLoader workers: sections 1-2 at workers={' and '.join(map(str, s.workers))}, section 3 at 0, "
         f"section 4 at {' and '.join(map(str, s.ft_workers))} (on a CPU a training step costs far more than "
         f"decoding its batch, see section 1's decode share); tlkit's default here "
-        f"is `tlkit.train.default_workers` = {dw} (min(4, cores // 2) on CPU, min(8, cores - 1) on CUDA)",
+        f"is `tlkit.train.default_workers` = {dw} (0 on a CPU with up to 4 cores, else min(4, cores // 4); min(8, cores - 1) on CUDA)",
         f"- load average (1/5/15 min) at start: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}; "
         f"at end: {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f}",
     ]

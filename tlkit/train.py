@@ -106,8 +106,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_workers(device: torch.device) -> int:
+    """DataLoader workers when the user gives none.
+
+    On a GPU decoding is the bottleneck: up to 8 workers. On a CPU the forward pass is, and it
+    already uses every core (torch's threads): decoding is ~7% of extraction time, so a worker
+    only takes a core away from the model (bench/RESULTS.md, 2 cores: 0.98x the tight loop with
+    no worker, 0.64x with one). Workers start only where spare cores make them free.
+    """
     cores = os.cpu_count() or 1
-    return min(8, max(0, cores - 1)) if device.type == "cuda" else min(4, max(0, cores // 2))
+    if device.type == "cuda":
+        return min(8, max(0, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
