@@ -595,8 +595,9 @@ def test_balanced_weighting_and_sampler_change_training(imbalanced: Path, tmp_pa
 
 def test_sampler_on_an_image_stage_is_a_config_error(tiny_data: Path, fast_kwargs: dict) -> None:
     recipe = {"stages": [{"kind": "finetune", "unfreeze": "all", "epochs": 1, "class_weighting": "sampler"}]}
-    with pytest.raises(ConfigError, match="sampler"):
+    with pytest.raises(ConfigError, match=r"stages\[0\].class_weighting.*balanced"):
         finetune(tiny_data, recipe=recipe, **fast_kwargs)
+    assert not Path(fast_kwargs["out"]).exists()  # refused before the run directory was made
 
 
 # --------------------------------------------------------------------------- 8. divergence

@@ -176,6 +176,7 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     seed_everything(cfg.seed)
     backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
+    _check_stages_fit(cfg, backbone, device)
 
     def prepare() -> tuple[Path, Manifest]:
         run_dir = prepare_run_dir(cfg)
@@ -244,6 +245,19 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     if dist.is_main:
         atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
     return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings, rank=dist.rank)
+
+
+def _check_stages_fit(cfg: RunConfig, backbone: backbones_mod.Backbone, device: torch.device) -> None:
+    """Recipe choices that depend on the backbone, refused before any file is written."""
+    for i, stage in enumerate(cfg.recipe.stages):
+        stage = stage.for_device(device.type)
+        on_images = stage.kind == "finetune" and (
+            stage.unfreeze == "all" or int(stage.unfreeze) >= backbone.num_groups
+            or (int(stage.unfreeze) > 0 and not backbone.sequential))
+        if on_images and stage.class_weighting == "sampler":
+            raise ConfigError(
+                f"stages[{i}].class_weighting: sampler works on cached stages only, and this stage trains "
+                f"{backbone.name} on images (unfreeze: {stage.unfreeze}); use class_weighting: balanced")
 
 
 def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter, scanned: Manifest | None = None) -> Manifest:
