@@ -741,3 +741,11 @@ def test_calibrated_validation_loss_ignores_confidence_scale_but_not_ranking() -
     worse = logits.clone()
     worse[torch.arange(300), labels] -= 1.0  # ranks the right class lower: must score worse
     assert calibrated_nll(torch.log_softmax(worse, 1), labels) > base + 0.05
+
+
+def test_default_workers_leave_a_small_cpu_to_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DataLoader worker on CPUs of up to 4 cores (bench section 1); some on big CPUs and on GPUs."""
+    for cores, cpu, cuda in ((1, 0, 0), (2, 0, 1), (4, 0, 3), (8, 2, 7), (32, 4, 8)):
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert train_mod.default_workers(torch.device("cpu")) == cpu, cores
+        assert train_mod.default_workers(torch.device("cuda")) == cuda, cores

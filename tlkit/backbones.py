@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable
-
-import os
 
 import torch
 from torch import nn
@@ -333,9 +332,8 @@ class Backbone(nn.Module):
         """``torch.compile`` every layer group in place (``nn.Module.compile``: parameter names unchanged).
 
         Compiling group by group keeps boundary caching working: the groups run separately.
-        ``backend`` defaults to ``TLKIT_COMPILE_BACKEND`` or torch's default (inductor).
         """
-        backend = backend or os.environ.get("TLKIT_COMPILE_BACKEND") or "inductor"
+        backend = backend or compile_backend()
         for _, paths in self.layout.groups:
             if paths == ["<forward_features>"]:
                 self.model.forward_features = torch.compile(self.model.forward_features, backend=backend)  # type: ignore[method-assign]
@@ -508,6 +506,11 @@ def build(name: str | BackboneSpec, *, pretrained: bool = True, weights_file: st
     if pretrained or weights_file:
         source = weights_mod.load_pretrained(spec, model, weights_file=weights_file, offline=offline)
     return wrap(spec, model, source)
+
+
+def compile_backend() -> str:
+    """The ``torch.compile`` backend for ``--compile``: ``TLKIT_COMPILE_BACKEND`` or torch's default (inductor)."""
+    return os.environ.get("TLKIT_COMPILE_BACKEND") or "inductor"
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:

@@ -860,24 +860,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return item, label, index
 
 
-class _Predecode:
-    """PIL image -> uint8 CHW tensor, short side resized to ``size`` (what an eval transform does first)."""
-
-    def __init__(self, size: int, interpolation: str) -> None:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import v2 as T
-
-        try:
-            mode = InterpolationMode(interpolation)
-        except ValueError:
-            mode = InterpolationMode.BILINEAR
-        self.steps = T.Compose([T.Resize(size, interpolation=mode, antialias=True), T.PILToTensor()])
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.steps(image)
-
-
-def _stack_items(batch: list) -> tuple[list, list]:  # noqa: ANN001
+def _as_lists(batch: list) -> tuple[list, list]:  # noqa: ANN001
+    """Collate images of different sizes: (images, indices) as lists, nothing stacked."""
     return [b[0] for b in batch], [b[2] for b in batch]
 
 
@@ -901,8 +885,10 @@ class DecodedImages(torch.utils.data.Dataset):
     def decode(paths: Sequence[str], resize_size: int, interpolation: str = "bilinear", *, workers: int = 0,
                progress: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
         """Decode and resize every file once (in DataLoader workers); tensors in ``paths`` order."""
-        dataset = ImageDataset(paths, None, _Predecode(resize_size, interpolation))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=_stack_items)
+        from tlkit.transforms import predecode_transform
+
+        dataset = ImageDataset(paths, None, predecode_transform(resize_size, interpolation))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=workers, collate_fn=_as_lists)
         images: list[torch.Tensor] = []
         with torch.random.fork_rng(devices=[]):  # a loader draws its base seed from the global RNG
             for batch, _ in loader:

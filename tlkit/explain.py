@@ -215,11 +215,17 @@ def _as_shown(pre: "Preprocessing", tensor: torch.Tensor) -> np.ndarray:
     return ((tensor * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def _fixed_layer(model: "TransferModel", layer: int | str | None) -> int | str:
+    """``layer``, with the default worked out once for many images (it costs a forward pass)."""
+    if layer is None or layer == "auto":
+        return default_layer(model.backbone, model.preprocessing.input_size)
+    return layer
+
+
 def explain_many(model: "TransferModel", images: Sequence[str | os.PathLike], class_name: str | None = None, *,
                  layer: int | str | None = None) -> list[Explanation]:
     """:func:`explain` for each image, with the default layer worked out once."""
-    if layer is None or layer == "auto":
-        layer = default_layer(model.backbone, model.preprocessing.input_size)
+    layer = _fixed_layer(model, layer)
     return [explain(model, path, class_name, layer=layer) for path in images]
 
 
@@ -232,8 +238,7 @@ def explainer(model: "TransferModel", class_name: str | None = None, *,
     """
     if not model.backbone.sequential:
         return None
-    if layer is None or layer == "auto":
-        layer = default_layer(model.backbone, model.preprocessing.input_size)
+    layer = _fixed_layer(model, layer)
 
     def explain_path(path: str) -> tuple[np.ndarray, np.ndarray]:
         exp = explain(model, path, class_name, layer=layer)

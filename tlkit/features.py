@@ -121,6 +121,19 @@ def run_backbone(backbone: Backbone, loader: DataLoader, stop_group: int, device
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
+def _compute(backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str], seeds: Sequence[int] | None,
+             augment: str, stop_group: int, batch_size: int, workers: int, device: torch.device,
+             progress: Progress | None) -> torch.Tensor:
+    """Outputs of groups ``[0, stop_group)`` for ``paths`` (one augmented view per file when ``seeds``)."""
+    from tlkit.transforms import eval_transform, train_transform
+
+    transform = eval_transform(preprocessing) if augment == "none" else train_transform(preprocessing, augment)
+    loader = DataLoader(_ViewDataset(paths, transform, seeds), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
+    with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
+        return run_backbone(backbone.to(device), loader, stop_group, device, progress=progress, total=len(paths))
+
+
 class FeatureStore:
     """Cached outputs of a backbone's frozen part, per file, on disk."""
 
@@ -153,8 +166,6 @@ class FeatureStore:
         """
         import time
 
-        from tlkit.transforms import eval_transform, train_transform
-
         stop_group = backbone.num_groups if stop_group is None else stop_group
         device = torch.device(device)
         if dist is not None and dist.enabled:
@@ -167,19 +178,10 @@ class FeatureStore:
         stats = ExtractStats(requested=len(paths), computed=len(missing))
         start = time.perf_counter()
         if missing:
-            transform = eval_transform(preprocessing) if augment == "none" else train_transform(preprocessing, augment)
             seeds = None if augment == "none" else [_view_seed(ids[i], view, seed) for i in missing]
-            dataset = _ViewDataset([paths[i] for i in missing], transform, seeds)
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
-            with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
-                fresh = run_backbone(backbone.to(device), loader, stop_group, device, progress=progress,
-                                     total=len(missing))
-            base = len(index)
-            for offset, i in enumerate(missing):
-                index[ids[i]] = base + offset
-            stored = fresh if stored is None else torch.cat([stored, fresh])
-            self._write(folder, index, stored, backbone, stop_group)
+            fresh = _compute(backbone, preprocessing, [paths[i] for i in missing], seeds, augment, stop_group,
+                             batch_size, workers, device, progress)
+            stored = self._append(folder, index, stored, [ids[i] for i in missing], fresh, backbone, stop_group)
         stats.seconds = time.perf_counter() - start
         assert stored is not None or not paths
         rows = torch.tensor([index[fid] for fid in ids], dtype=torch.long)
@@ -192,8 +194,6 @@ class FeatureStore:
         only); the files it lacks are split over the ranks, and the rows, stored and fresh, are
         gathered in ``paths`` order on every rank."""
         import time
-
-        from tlkit.transforms import eval_transform, train_transform
 
         start = time.perf_counter()
         plan = None
@@ -209,14 +209,9 @@ class FeatureStore:
         parts, where = [], []
         mine = dist.shard(len(missing))
         if mine:
-            transform = eval_transform(preprocessing) if augment == "none" else train_transform(preprocessing, augment)
-            dataset = _ViewDataset([paths[missing[j]] for j in mine], transform,
-                                   None if seeds is None else [seeds[j] for j in mine])
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
-            with torch.random.fork_rng(devices=[]):
-                parts.append(run_backbone(backbone.to(device), loader, stop_group, device, progress=progress,
-                                          total=len(mine)))
+            parts.append(_compute(backbone, preprocessing, [paths[missing[j]] for j in mine],
+                                  None if seeds is None else [seeds[j] for j in mine], augment, stop_group,
+                                  batch_size, workers, device, progress))
             where += [missing[j] for j in mine]
         if dist.is_main and len(missing) < len(paths):
             hits = [i for i, fid in enumerate(ids) if fid in index]
@@ -225,15 +220,22 @@ class FeatureStore:
         local = torch.cat(parts) if parts else torch.empty(0)
         features = dist.gather_rows(local, torch.tensor(where, dtype=torch.long), len(paths))
         if dist.is_main and missing:
-            base = len(index)
-            for offset, i in enumerate(missing):
-                index[ids[i]] = base + offset
-            fresh = features[torch.tensor(missing, dtype=torch.long)]
-            self._write(folder, index, fresh if stored is None else torch.cat([stored, fresh]), backbone, stop_group)
+            self._append(folder, index, stored, [ids[i] for i in missing],
+                         features[torch.tensor(missing, dtype=torch.long)], backbone, stop_group)
         stats = ExtractStats(requested=len(paths), computed=len(missing), seconds=time.perf_counter() - start)
         return features, stats
 
     # -- storage
+    def _append(self, folder: Path, index: dict[str, int], stored: torch.Tensor | None, new_ids: list[str],
+                fresh: torch.Tensor, backbone: Backbone, stop_group: int) -> torch.Tensor:
+        """Add rows for ``new_ids`` after the stored ones and write the entry; returns all rows."""
+        base = len(index)
+        for offset, fid in enumerate(new_ids):
+            index[fid] = base + offset
+        rows = fresh if stored is None else torch.cat([stored, fresh])
+        self._write(folder, index, rows, backbone, stop_group)
+        return rows
+
     def _read(self, folder: Path) -> tuple[dict[str, int], torch.Tensor | None]:
         index_path, data_path = folder / "index.json", folder / "features.safetensors"
         if not index_path.is_file() or not data_path.is_file():

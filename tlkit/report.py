@@ -258,11 +258,17 @@ def plot_misclassified(
     ``explain(path)`` (e.g. ``tlkit.explain.explainer(model)``) adds a Grad-CAM overlay for the
     predicted class beside each image. Without paths or without mistakes the figure says so.
     """
+    return _gallery(_pyplot_figure, result, max_images, load_image, explain)[0]
+
+
+def _gallery(make_figure: Callable[[tuple[float, float]], Figure], result: EvalResult, max_images: int,
+             load_image: Callable[[str], Any] | None, explain: Explainer | None) -> tuple[Figure, bool]:
+    """The mistakes gallery: Grad-CAM computed first, then drawn; also whether any heat map is shown."""
     items = _gallery_items(result, max_images)
     pairs = explain_items(items, explain)
-    fig = _pyplot_figure(_gallery_figsize(len(items), _has_pairs(pairs)))
+    fig = make_figure(_gallery_figsize(len(items), _has_pairs(pairs)))
     _draw_misclassified(fig, result, items, load_image or _default_load_image, pairs)
-    return fig
+    return fig, _has_pairs(pairs)
 
 
 def _has_pairs(pairs: dict[int, Any]) -> bool:
@@ -370,15 +376,12 @@ def write_report(
         fig = _detached_figure(figsize)
         draw(fig.add_subplot())
         images[name] = _png_bytes(fig)
-    items = _gallery_items(result, GALLERY_MAX_IMAGES)
-    pairs = explain_items(items, explain)  # compute first (Grad-CAM), then draw
-    fig = _detached_figure(_gallery_figsize(len(items), _has_pairs(pairs)))
-    _draw_misclassified(fig, result, items, load_image or _default_load_image, pairs)
+    fig, gradcam = _gallery(_detached_figure, result, GALLERY_MAX_IMAGES, load_image, explain)
     images["misclassified.png"] = _png_bytes(fig)
     for name, data in images.items():
         put(name, data)
 
-    put("report.html", _report_html(result, title, run_info, images, gradcam=_has_pairs(pairs)).encode())
+    put("report.html", _report_html(result, title, run_info, images, gradcam=gradcam).encode())
     return written
 
 

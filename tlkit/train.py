@@ -192,7 +192,7 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     model = TransferModel(backbone, head, manifest.classes, preprocessing).to(device)
     if cfg.compile:
         model.backbone.compile_groups()
-        model.head.compile(backend=os.environ.get("TLKIT_COMPILE_BACKEND") or "inductor")
+        model.head.compile(backend=backbones_mod.compile_backend())
         reporter.message("torch.compile: each layer group is compiled on its first batch (expect a slow start)")
     dist.sync_module(model)  # every rank starts from rank 0's weights
     reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "
@@ -247,14 +247,27 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings, rank=dist.rank)
 
 
+def first_trainable_group(backbone: backbones_mod.Backbone, stage: StageConfig) -> int:
+    """The first layer group a stage trains: activations before it can be cached, 0 means images.
+
+    A probe trains none (``num_groups``: the pooled features); a backbone that is one opaque group
+    can only be trained whole.
+    """
+    n = backbone.num_groups
+    if stage.kind == "probe":
+        return n
+    unfreeze = n if stage.unfreeze == "all" else min(int(stage.unfreeze), n)
+    k = n - unfreeze
+    if k < n and not backbone.sequential:
+        return 0
+    return k
+
+
 def _check_stages_fit(cfg: RunConfig, backbone: backbones_mod.Backbone, device: torch.device) -> None:
     """Recipe choices that depend on the backbone, refused before any file is written."""
     for i, stage in enumerate(cfg.recipe.stages):
         stage = stage.for_device(device.type)
-        on_images = stage.kind == "finetune" and (
-            stage.unfreeze == "all" or int(stage.unfreeze) >= backbone.num_groups
-            or (int(stage.unfreeze) > 0 and not backbone.sequential))
-        if on_images and stage.class_weighting == "sampler":
+        if stage.class_weighting == "sampler" and first_trainable_group(backbone, stage) == 0:
             raise ConfigError(
                 f"stages[{i}].class_weighting: sampler works on cached stages only, and this stage trains "
                 f"{backbone.name} on images (unfreeze: {stage.unfreeze}); use class_weighting: balanced")
@@ -350,7 +363,7 @@ class _Trainer:
         self.last_val: dict = {}
         backbone = model.backbone
         # the earliest layer group any cached stage trains: activations before it are computed once
-        starts = [self._first_trainable(s) for s in cfg.recipe.stages]
+        starts = [first_trainable_group(self.model.backbone, s) for s in cfg.recipe.stages]
         cached = [k for k in starts if k > 0 and (backbone.sequential or k == backbone.num_groups)]
         self.base_group = min(cached) if cached else backbone.num_groups
         self._base: dict[tuple[str, int], torch.Tensor] = {}
@@ -361,15 +374,6 @@ class _Trainer:
         self._saved_epochs = 0
         self.extract_batch_size = 64
 
-    def _first_trainable(self, stage: StageConfig) -> int:
-        n = self.model.backbone.num_groups
-        if stage.kind == "probe":
-            return n
-        unfreeze = n if stage.unfreeze == "all" else min(int(stage.unfreeze), n)
-        k = n - unfreeze
-        if k < n and not self.model.backbone.sequential:
-            return 0
-        return k
 
     # -- resume
     def restore_if_resuming(self) -> None:
@@ -429,7 +433,7 @@ class _Trainer:
     # -- one stage
     def run_stage(self, index: int, stage: StageConfig) -> None:
         backbone = self.model.backbone
-        k = self._first_trainable(stage)
+        k = first_trainable_group(self.model.backbone, stage)
         unfreeze = 0 if stage.kind == "probe" else (backbone.num_groups - k if k > 0 else "all")
         backbone.freeze(unfreeze)
         backbone.bn_eval = not stage.train_bn
@@ -524,7 +528,7 @@ class _Trainer:
                 self.model.load_state_dict(best_state, strict=False)
             # From here on this epoch is kept: a Ctrl-C writes it (save_interrupted) if nothing else does.
             state = self._state(index, epoch, step, optimizer, scheduler, best_metric, best_state, bad_epochs,
-                                stage_done=done)
+                                trainable_keys, stage_done=done)
             self._pending = state
             if self.dist.is_main:
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -538,7 +542,7 @@ class _Trainer:
                 self.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for {bad_epochs} epochs")
                 break
         if stage.epochs == 0:
-            self._write(self._state(index, -1, step, optimizer, scheduler, None, None, 0, stage_done=True))
+            self._write(self._state(index, -1, step, optimizer, scheduler, None, None, 0, trainable_keys, stage_done=True))
         self.net = self.model
         self.dist.sync_module(self.model)  # cached stages ran on every rank: rank 0's result is the one kept
 
@@ -718,8 +722,6 @@ class _Trainer:
     def _epoch_images(self, stage, index, epoch, step, labels, optimizer, scheduler, class_weights, gen):  # noqa: ANN001, ANN202
         from tlkit.transforms import train_transform
 
-        if stage.class_weighting == "sampler":
-            raise ConfigError("class_weighting: sampler is supported on cached stages only; use 'balanced' here")
         loader = self._image_loader("train", train_transform(self.model.preprocessing, stage.augment), gen,
                                     stage.batch_size)
         self.dist.seed_image_epoch(gen.initial_seed())
@@ -792,14 +794,17 @@ class _Trainer:
 
     # -- checkpoints
     def _state(self, stage: int, epoch: int, step: int, optimizer, scheduler, best_metric, best_state, bad_epochs,  # noqa: ANN001
-               *, stage_done: bool) -> dict:
-        """Everything needed to resume after this epoch, copied (training goes on changing the originals)."""
+               changing: set[str], *, stage_done: bool) -> dict:
+        """Everything needed to resume after this epoch. What the stage goes on changing (``changing``:
+        its trainable keys, the optimizer, the scheduler) is copied; frozen tensors are shared, as they
+        stay as they are until this state is written or replaced at the stage's end."""
         import copy
 
         return {
             "format": "tlkit-checkpoint",
             "stage": stage, "epoch": epoch, "step": step, "stage_done": stage_done,
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu().clone() if k in changing else v.detach().cpu()
+                      for k, v in self.model.state_dict().items()},
             "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
             "best_metric": best_metric, "best_state": best_state or {}, "bad_epochs": bad_epochs,
             "rng": rng_state(),

@@ -27,6 +27,12 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
                       T.CenterCrop(pre.input_size), *_to_normalized(pre)])
 
 
+def predecode_transform(resize_size: int, interpolation: str = "bilinear") -> T.Compose:
+    """PIL image -> uint8 tensor with its shorter side at ``resize_size``: the first step of
+    :func:`eval_transform`, done once when decoded images are kept (``tlkit.data.DecodedImages``)."""
+    return T.Compose([T.Resize(resize_size, interpolation=_interp(interpolation), antialias=True), T.PILToTensor()])
+
+
 def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
     """Train-time augmentation presets.
 
