@@ -53,7 +53,6 @@ class StageConfig:
     views: int = 1
     mixup: float = 0.0
     cutmix: float = 0.0
-    feature_jitter: float = 0.0
     early_stopping: Union[int, None] = None
     metric: str = "val_calibrated_loss"
     train_bn: bool = False
@@ -70,8 +69,6 @@ class StageConfig:
         _positive(self.lr, f"{where}.lr")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.views, f"{where}.views")
-        if not 0.0 <= self.feature_jitter < 1.0:
-            raise ConfigError(f"{where}.feature_jitter must be in [0, 1), got {self.feature_jitter}")
         for name in ("weight_decay", "warmup_epochs", "mixup", "cutmix"):
             _positive(getattr(self, name), f"{where}.{name}", allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:

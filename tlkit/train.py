@@ -329,24 +329,6 @@ def calibrated_nll(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(min(losses))
 
 
-def _jitter_maps(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """Random zoom-in and shift of cached activation maps, one draw per sample.
-
-    A cheap stand-in for a fresh random crop of the image on every epoch: convolutional features
-    move with the image, so cropping and rescaling the map approximates the map of a cropped image.
-    ``strength`` is the largest fraction of each side cut away (0.3: keep 70-100%).
-    """
-    n = len(x)
-    scale = 1.0 - strength * torch.rand(n, generator=gen)
-    shift = (1.0 - scale) * (2 * torch.rand(2, n, generator=gen) - 1)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
-    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class _Trainer:
     def __init__(self, cfg: RunConfig, model: TransferModel, manifest: Manifest, run_dir: Path,
                  device: torch.device, workers: int, reporter: Reporter,
@@ -678,8 +660,6 @@ class _Trainer:
         view_choice = torch.randint(0, len(views), (len(labels),), generator=gen)
         for batch in self._batches(len(labels), stage.batch_size, stage, labels, gen):
             x = views[view_choice[batch], batch].to(self.device)
-            if stage.feature_jitter > 0 and x.dim() == 4:
-                x = _jitter_maps(x, stage.feature_jitter, gen)
             y = labels[batch].to(self.device)
             x, y = self._mix(x, y, stage, gen)
             loss = self._step(stage, index, epoch, step, lambda t: head(backbone.forward_groups(t, k)), x, y,
