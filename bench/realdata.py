@@ -89,7 +89,7 @@ def main() -> None:
     # an empty feature cache per invocation, so wall times include extraction (recipes share it)
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="cache-", dir=work))
     load = os.getloadavg()
-    rows = []
+    rows, runs = [], []
     for recipe in args.recipes.split(","):
         start = time.perf_counter()
         result = tlkit.finetune(data, backbone="efficientnet_lite0", recipe=recipe, image_size=args.image_size,
@@ -98,6 +98,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         ev = result.evaluation
         n_train = len(result.manifest.splits["train"])
+        runs.append(result.run_dir)
         rows.append((recipe, n_train, ev.n, ev.accuracy, ev.accuracy_ci, ev.balanced_accuracy, seconds,
                      result.timings.get("extract_seconds", 0.0), result.timings.get("train_seconds", 0.0)))
         print(f"{recipe}: test accuracy {ev.accuracy:.4f} [{ev.accuracy_ci[0]:.3f}, {ev.accuracy_ci[1]:.3f}] "
@@ -113,6 +114,13 @@ def main() -> None:
     for recipe, n_train, n_test, acc, ci, bal, seconds, extract, train in rows:
         lines.append(f"| {recipe} | {n_train} | {n_test} | {acc:.4f} [{ci[0]:.3f}, {ci[1]:.3f}] | {bal:.4f} | "
                      f"{seconds:.0f} s | {extract:.0f} s | {train:.0f} s |")
+    # paired: every recipe against the first (the baseline) on the same test images
+    for (recipe, *_), run_dir in zip(rows[1:], runs[1:]):
+        c = tlkit.compare(runs[0], run_dir)
+        lines.append(f"\n{recipe} - {rows[0][0]} (paired, same {c.n} test images): {c.difference:+.4f} "
+                     f"[{c.difference_ci[0]:+.4f}, {c.difference_ci[1]:+.4f}], only {rows[0][0]} right on "
+                     f"{c.only_a_right}, only {recipe} right on {c.only_b_right}, McNemar p = {c.p_value:.3g}: "
+                     f"{'clearly different' if c.significant else 'no clear difference'}.")
     results = Path(args.results)
     if not results.exists():
         results.write_text("# Real-data checks\n\nProduced by `bench/realdata.py`; newest sections last.\n")

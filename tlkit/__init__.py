@@ -34,6 +34,10 @@ def __getattr__(name: str):  # noqa: ANN202
         from tlkit import config
 
         return getattr(config, name)
+    if name in ("compare", "Comparison"):
+        from tlkit import compare as compare_mod
+
+        return getattr(compare_mod, name)
     if name in ("evaluate_predictions", "EvalResult"):
         from tlkit import evaluate as evaluate_mod
 
@@ -50,4 +54,4 @@ def __getattr__(name: str):  # noqa: ANN202
 
 
 __all__ = ["__version__", "TlkitError", "DataError", "WeightsError", "BackboneError", "CheckpointError",
-           "ConfigError", "DivergedError", "finetune", "load", "evaluate", "scan", "check"]
+           "ConfigError", "DivergedError", "finetune", "load", "evaluate", "compare", "scan", "check"]

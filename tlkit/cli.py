@@ -343,6 +343,34 @@ def summary(
 
 @app.command()
 @_friendly
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline: a run directory or an evaluation folder (or its predictions.csv).")],
+    run_b: Annotated[Path, typer.Argument(help="The other run, scored on the same images.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Is B really better than A? Paired accuracy difference on the same test images.
+
+    Gives the difference with a paired bootstrap interval and McNemar's exact test: much sharper
+    than comparing the two runs' own intervals. Example: [bold]tlkit compare runs/probe runs/default[/]
+    """
+    from tlkit.compare import compare as compare_fn
+
+    c = compare_fn(run_a, run_b)
+    if as_json:
+        out.print_json(data=c.to_dict())
+        return
+    table = Table("", "run", "accuracy", title=f"paired comparison on {c.n} images")
+    table.add_row("A", str(run_a), f"{c.accuracy_a:.4f}")
+    table.add_row("B", str(run_b), f"{c.accuracy_b:.4f}")
+    out.print(table)
+    lo, hi = c.difference_ci
+    out.print(f"B - A: {c.difference:+.4f}  [{lo:+.4f}, {hi:+.4f}] ({c.ci_level:.0%} paired bootstrap)")
+    out.print(f"only A right: {c.only_a_right}   only B right: {c.only_b_right}   McNemar exact p = {c.p_value:.3g}")
+    out.print(c.verdict, highlight=False)
+
+
+@app.command()
+@_friendly
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo dataset and run.")] = Path("demo-run"),
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every stage (default: the recipe's).")] = None,

@@ -1,0 +1,132 @@
+"""Paired comparison of two runs evaluated on the same images.
+
+Two runs' accuracies each carry a confidence interval of several points on a few hundred test
+images, so their intervals overlap even when one model is reliably better. Scoring both on the
+*same* images allows a paired test, which is far sharper: only the images where the two models
+disagree carry information. :func:`compare` reports the accuracy difference with a paired
+bootstrap interval and McNemar's exact test on the discordant images.
+
+>>> # c = tlkit.compare("runs/probe", "runs/default")
+>>> # c.difference, c.difference_ci, c.p_value, c.verdict
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tlkit.errors import DataError
+
+PREDICTIONS = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model B against model A on the same ``n`` images; ``difference`` is B's accuracy minus A's."""
+
+    a: str
+    b: str
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    difference_ci: tuple[float, float]
+    only_a_right: int
+    only_b_right: int
+    p_value: float
+    ci_level: float
+    n_bootstrap: int
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval of the difference leaves out zero."""
+        lo, hi = self.difference_ci
+        return lo > 0.0 or hi < 0.0
+
+    @property
+    def verdict(self) -> str:
+        level = f"{self.ci_level:.0%}"
+        if not self.significant:
+            return (f"no clear difference: the {level} interval of B - A includes 0 "
+                    f"({self.only_b_right} images only B gets right, {self.only_a_right} only A)")
+        better = "B" if self.difference > 0 else "A"
+        return f"{better} is better: the {level} interval of B - A leaves out 0 (McNemar p = {self.p_value:.2g})"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["difference_ci"] = list(self.difference_ci)
+        d["significant"] = self.significant
+        d["verdict"] = self.verdict
+        return d
+
+
+def predictions_file(path: str | os.PathLike) -> Path:
+    """``predictions.csv`` of a run directory, an evaluation folder, or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / PREDICTIONS
+    if not p.is_file():
+        raise DataError(f"{path}: no {PREDICTIONS} there. Give a run directory of `tlkit finetune` or a "
+                        f"folder written by `tlkit evaluate` (or the {PREDICTIONS} file itself)")
+    return p
+
+
+def _read(path: Path) -> dict[str, tuple[str, bool]]:
+    """path of each image -> (true label, whether the prediction was right)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "true", "pred"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path}: not a tlkit {PREDICTIONS} (no column {', '.join(sorted(missing))})")
+        rows = {}
+        for row in reader:
+            rows[row["path"]] = (row["true"], row["true"] == row["pred"])
+    if not rows:
+        raise DataError(f"{path}: no scored predictions in it")
+    return rows
+
+
+def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10_000, ci_level: float = 0.95,
+            seed: int = 0) -> Comparison:
+    """Compare run (or evaluation) ``b`` against ``a`` on the images both were scored on.
+
+    Both must have been scored on the same images (matched by path) with the same labels, as two
+    runs on the same split folders or the same ``--seed`` and fractions are.
+    """
+    from scipy.stats import binomtest
+
+    file_a, file_b = predictions_file(a), predictions_file(b)
+    rows_a, rows_b = _read(file_a), _read(file_b)
+    if rows_a.keys() != rows_b.keys():
+        only_a, only_b = len(rows_a.keys() - rows_b.keys()), len(rows_b.keys() - rows_a.keys())
+        raise DataError(f"{file_a} and {file_b} score different images ({only_a} only in the first, {only_b} only "
+                        f"in the second). Compare runs made on the same split, or evaluate both models on the same "
+                        f"data with `tlkit evaluate RUN DATA`")
+    paths = sorted(rows_a)
+    clash = [p for p in paths if rows_a[p][0] != rows_b[p][0]]
+    if clash:
+        raise DataError(f"{len(clash)} images have different true labels in the two files, e.g. {clash[0]}: "
+                        f"the runs were not scored on the same data")
+    right_a = np.array([rows_a[p][1] for p in paths], dtype=np.float64)
+    right_b = np.array([rows_b[p][1] for p in paths], dtype=np.float64)
+    n = len(paths)
+    delta = right_b - right_a
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_bootstrap)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - start)
+        boots[start:start + size] = delta[rng.integers(0, n, size=(size, n))].mean(axis=1)
+    tail = (1.0 - ci_level) / 2.0 * 100.0
+    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    only_a = int(((right_a == 1) & (right_b == 0)).sum())
+    only_b = int(((right_a == 0) & (right_b == 1)).sum())
+    discordant = only_a + only_b
+    p_value = float(binomtest(only_b, discordant, 0.5).pvalue) if discordant else 1.0
+    return Comparison(a=str(a), b=str(b), n=n, accuracy_a=float(right_a.mean()), accuracy_b=float(right_b.mean()),
+                      difference=float(delta.mean()), difference_ci=(float(lo), float(hi)), only_a_right=only_a,
+                      only_b_right=only_b, p_value=p_value, ci_level=ci_level, n_bootstrap=n_bootstrap)
