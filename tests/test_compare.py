@@ -71,6 +71,20 @@ def test_paired_difference_is_found_and_is_sharper_than_separate_intervals(tmp_p
     assert reverse.verdict.startswith("A is better")
 
 
+def test_a_difference_only_one_test_sees_is_called_borderline(tmp_path: Path) -> None:
+    # 1,000 images, 27 only A gets right and 44 only B: the bootstrap interval just leaves out 0,
+    # McNemar's exact test (p ~ 0.057) does not reject
+    right_a = np.zeros(1000, bool)
+    right_a[:850] = True
+    right_b = right_a.copy()
+    right_b[:27] = False
+    right_b[850:894] = True
+    c = compare(write_predictions(tmp_path / "a", right_a), write_predictions(tmp_path / "b", right_b))
+    assert (c.only_a_right, c.only_b_right) == (27, 44)
+    assert c.interval_excludes_zero and 0.05 < c.p_value < 0.06
+    assert not c.significant and c.verdict.startswith("borderline: B looks better")
+
+
 def test_identical_runs_show_no_difference(tmp_path: Path) -> None:
     right = np.arange(100) % 3 > 0
     a = write_predictions(tmp_path / "a", right)

@@ -4,7 +4,8 @@ Two runs' accuracies each carry a confidence interval of several points on a few
 images, so their intervals overlap even when one model is reliably better. Scoring both on the
 *same* images allows a paired test, which is far sharper: only the images where the two models
 disagree carry information. :func:`compare` reports the accuracy difference with a paired
-bootstrap interval and McNemar's exact test on the discordant images.
+bootstrap interval and McNemar's exact test on the discordant images, and calls a difference clear
+only when both agree.
 
 >>> # c = tlkit.compare("runs/probe", "runs/default")
 >>> # c.difference, c.difference_ci, c.p_value, c.verdict
@@ -42,19 +43,27 @@ class Comparison:
     n_bootstrap: int
 
     @property
-    def significant(self) -> bool:
-        """True when the interval of the difference leaves out zero."""
+    def interval_excludes_zero(self) -> bool:
         lo, hi = self.difference_ci
         return lo > 0.0 or hi < 0.0
 
     @property
+    def significant(self) -> bool:
+        """True when both tests agree: the interval of the difference leaves out zero and McNemar's
+        p-value is below 1 - ci_level."""
+        return self.interval_excludes_zero and self.p_value < 1.0 - self.ci_level
+
+    @property
     def verdict(self) -> str:
         level = f"{self.ci_level:.0%}"
-        if not self.significant:
-            return (f"no clear difference: the {level} interval of B - A includes 0 "
-                    f"({self.only_b_right} images only B gets right, {self.only_a_right} only A)")
         better = "B" if self.difference > 0 else "A"
-        return f"{better} is better: the {level} interval of B - A leaves out 0 (McNemar p = {self.p_value:.2g})"
+        if self.significant:
+            return f"{better} is better: the {level} interval of B - A leaves out 0 and McNemar p = {self.p_value:.2g}"
+        if self.interval_excludes_zero or self.p_value < 1.0 - self.ci_level:
+            return (f"borderline: {better} looks better, but only one test says so (the {level} interval of B - A "
+                    f"{'leaves out' if self.interval_excludes_zero else 'includes'} 0, McNemar p = {self.p_value:.2g})")
+        return (f"no clear difference: the {level} interval of B - A includes 0 "
+                f"({self.only_b_right} images only B gets right, {self.only_a_right} only A)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
