@@ -82,11 +82,13 @@ def test_predict_csv_and_folders(runner: CliRunner, trained_run: Path, tiny_data
 def test_finetune_with_set_overrides_and_resume(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["finetune", tiny_data, *FAST, "--recipe", "probe-then-finetune", "--epochs", "1", "--out", out,
-            "--cache-dir", tmp_path / "cache", "--set", "stages.1.lr=1e-4", "--set", "head=mlp"]
+            "--cache-dir", tmp_path / "cache", "--set", "stages.1.lr=1e-4", "--set", "head=mlp", "--max-minutes", "7"]
     result = cli(runner, args)
     assert result.exit_code == 0, result.output
     config = (out / "config.yaml").read_text()
     assert "head: mlp" in config and "lr: 0.0001" in config
+    assert config.count("max_minutes: 7.0") == 2  # every stage
+    assert "time budget 7 min" in result.stderr
     # all stages done: resume only saves and evaluates again
     result = cli(runner, [*args, "--resume"])
     assert result.exit_code == 0, result.output

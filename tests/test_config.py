@@ -71,7 +71,7 @@ def test_unknown_top_level_recipe_field_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field, value", [("epochs", "-1"), ("augment", "wild"), ("lr", "0"), ("kind", "train"),
                                           ("batch_size", "many"), ("unfreeze", "-2"), ("label_smoothing", "1.5"),
-                                          ("views", "0")])
+                                          ("views", "0"), ("max_minutes", "-3")])
 def test_bad_stage_value_names_stages_index_field(tmp_path: Path, field: str, value: str) -> None:
     extra = "    unfreeze: 1\n" if field not in ("unfreeze", "kind") else ""
     text = f"stages:\n  - kind: probe\n    epochs: 1\n  - kind: finetune\n{extra}    {field}: {value}\n"
@@ -202,8 +202,8 @@ def test_config_round_trips_through_a_dict() -> None:
 
 
 def test_for_device_cuda_applies_the_gpu_block() -> None:
-    stage = load_recipe("probe-then-finetune").stages[1]
-    assert stage.gpu
+    stage = load_recipe({"stages": [{"kind": "finetune", "unfreeze": 2, "lr": 0.001,
+                                     "gpu": {"unfreeze": "all", "lr": 0.0005, "epochs": 12}}]}).stages[0]
     on_gpu = stage.for_device("cuda")
     for key, value in stage.gpu.items():
         assert getattr(on_gpu, key) == value
@@ -218,3 +218,11 @@ def test_for_device_validates_gpu_values() -> None:
     stage = StageConfig(kind="finetune", unfreeze=1, gpu={"epochs": "x"})
     with pytest.raises(ConfigError, match="epochs"):
         stage.for_device("cuda")
+
+
+def test_a_dotted_stage_override_can_clear_a_field() -> None:
+    from tlkit.config import parse_set_option
+
+    cfg = make_config("somewhere", **parse_set_option(["stages.1.max_minutes=null"]), epochs=None)
+    assert cfg.recipe.stages[1].max_minutes is None
+    assert cfg.recipe.stages[1].epochs == load_recipe("probe-then-finetune").stages[1].epochs

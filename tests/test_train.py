@@ -749,3 +749,88 @@ def test_default_workers_leave_a_small_cpu_to_the_model(monkeypatch: pytest.Monk
         monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
         assert train_mod.default_workers(torch.device("cpu")) == cpu, cores
         assert train_mod.default_workers(torch.device("cuda")) == cuda, cores
+
+
+# --------------------------------------------------------------------------- 12. time budget
+
+#: probe, then the whole backbone on images with BatchNorm statistics updating, up to 8 epochs
+BUDGET_RECIPE = {"name": "budget", "stages": [
+    {"kind": "probe", "epochs": 1, "lr": 0.01},
+    {"kind": "finetune", "unfreeze": "all", "epochs": 8, "lr": 0.002, "augment": "light", "train_bn": True,
+     "max_minutes": 1.5},
+]}
+
+
+def _clock(seconds_per_call: float):  # noqa: ANN202
+    """A budget clock that advances by ``seconds_per_call`` each time it is read (once at the stage's
+    start, then once per training step): every step seems to take that long."""
+    state = {"now": 0.0}
+
+    def clock(self) -> float:  # noqa: ANN001
+        state["now"] += seconds_per_call
+        return state["now"]
+
+    return clock
+
+
+def test_time_budget_caps_the_epochs_and_finishes_the_schedule(tiny_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
+    reporter = Recorder()
+    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", BUDGET_RECIPE, reporter)
+    finetune_epochs = [r for r in res.history if r["stage"] == 1]
+    # 10 s per step and a few steps per epoch: 90 s hold a few of the 8 epochs
+    expected = len(finetune_epochs)
+    assert 2 <= expected < 8
+    assert [r["epoch"] for r in finetune_epochs] == list(range(expected))
+    assert finetune_epochs[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine ran to its end
+    assert any(m.startswith("  time budget 1.5 min") and f"{expected} of 8 epochs" in m
+               for m in reporter.messages), reporter.messages
+    assert load_checkpoint(res.run_dir / CHECKPOINT)["epochs"] == expected
+
+    # one epoch over the budget: still one epoch, and the message says what to do
+    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(1000.0))
+    reporter = Recorder()
+    res = _run(tiny_data, tmp_path / "slow", tmp_path / "cache", BUDGET_RECIPE, reporter)
+    assert [r["epoch"] for r in res.history if r["stage"] == 1] == [0]
+    assert any("1 of 8 epochs" in m and "--image-size" in m for m in reporter.messages), reporter.messages
+
+
+def test_a_resumed_run_keeps_the_epochs_its_budget_gave(tiny_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
+    base = _run(tiny_data, tmp_path / "base", tmp_path / "cache-base", BUDGET_RECIPE)
+    kept = len([r for r in base.history if r["stage"] == 1])
+    assert 2 <= kept < 8
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder((1, 0)))
+    # the machine seems faster now: a new measurement would allow all 8 epochs, the resumed run keeps its own
+    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(0.001))
+    _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder(), resume=True)
+    assert read_metrics(out) == read_metrics(base.run_dir)
+    assert_same_weights(weights(out), weights(base.run_dir))
+
+
+@pytest.mark.parametrize("unfreeze", ["all", 1])
+def test_a_budget_that_holds_every_epoch_changes_nothing(unfreeze: int | str, tiny_data: Path,
+                                                         tmp_path: Path) -> None:
+    """Real clock, a budget far above the stage's cost: the run equals one without a budget
+    (image stage and cached stage), so deciding late leaves the schedule as it would have been."""
+    stages = [dict(s) for s in BUDGET_RECIPE["stages"]]
+    stages[1].update(unfreeze=unfreeze, epochs=2, max_minutes=10_000)
+    budget = {"name": "budget", "stages": stages}
+    plain = {"name": "plain", "stages": [stages[0], {k: v for k, v in stages[1].items() if k != "max_minutes"}]}
+    reporter = Recorder()
+    a = _run(tiny_data, tmp_path / "a", tmp_path / "cache-a", budget, reporter)
+    b = _run(tiny_data, tmp_path / "b", tmp_path / "cache-b", plain)
+    note = [m for m in reporter.messages if m.startswith("  time budget")]
+    assert len(note) == 1 and "2 of 2 epochs" in note[0] and " s per epoch measured" in note[0]
+    assert_same_weights(weights(a.run_dir), weights(b.run_dir))
+    assert read_metrics(a.run_dir) == read_metrics(b.run_dir)
+
+
+def test_one_cycle_schedule_with_a_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.max_minutes.*cosine"):
+        load_recipe({"stages": [{"kind": "finetune", "unfreeze": 1, "schedule": "onecycle", "max_minutes": 5}]})

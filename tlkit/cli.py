@@ -152,6 +152,8 @@ def finetune(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every stage.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate for every stage.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for every stage.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Time budget of every stage: it runs only as many of its "
+                                                          "epochs as fit (the default recipe fine-tunes for up to 12).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Crop size in pixels (default: the weights' own).")] = None,
     head: Annotated[Optional[str], typer.Option(help="linear or mlp.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/DATA_NAME).")] = None,
@@ -184,7 +186,7 @@ def finetune(
     from tlkit.report import print_summary
     from tlkit.train import run
 
-    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, image_size=image_size, head=head,
+    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
                      weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
                      workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,

@@ -54,6 +54,7 @@ class StageConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     early_stopping: Union[int, None] = None
+    max_minutes: Union[float, None] = None
     metric: str = "val_calibrated_loss"
     train_bn: bool = False
     gpu: dict = field(default_factory=dict)
@@ -83,6 +84,11 @@ class StageConfig:
             _positive(self.grad_clip, f"{where}.grad_clip")
         if self.early_stopping is not None:
             _positive(self.early_stopping, f"{where}.early_stopping")
+        if self.max_minutes is not None:
+            _positive(self.max_minutes, f"{where}.max_minutes")
+            if self.schedule == "onecycle":
+                raise ConfigError(f"{where}.max_minutes needs schedule cosine or constant: a one-cycle schedule "
+                                  "cannot be laid out again once the budget has settled the epochs")
         bad = set(self.gpu) - {f.name for f in dataclasses.fields(StageConfig)} - {"gpu"}
         if bad:
             raise ConfigError(f"{where}.gpu has unknown field(s) {sorted(bad)}")
@@ -369,8 +375,8 @@ def make_config(data: str | os.PathLike | None = None, *, backbone: str | None =
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     raw = cfg.to_dict()
     for key, value in overrides.items():
-        if value is None:
-            continue
+        if value is None and not key.startswith("stages."):
+            continue  # an option not given; a dotted stage key set to None (--set stages.1.x=null) clears the field
         if key in TOP_LEVEL_KEYS:
             raw[key] = value
         elif key in DATA_KEYS:

@@ -37,6 +37,8 @@ from tlkit.model import TransferModel
 
 CHECKPOINT = "checkpoints/last.pt"
 CHECKPOINT_SECONDS = 30.0
+#: training steps timed (after a first, warm-up step) before a stage's time budget settles its epochs
+BUDGET_TIMED_STEPS = 8
 # image stages keep train and val images decoded in memory up to this size (else decode every epoch)
 DECODED_CACHE_BYTES = int(float(os.environ.get("TLKIT_DECODED_CACHE_GB", "4")) * 2**30)
 
@@ -354,6 +356,8 @@ class _Trainer:
         self._pending: dict | None = None
         self._decoded_cache: dict[str, DecodedImages | None] = {}
         self._saved_epochs = 0
+        self._epochs = 0  # epochs of the running stage (fewer than the recipe's when a time budget says so)
+        self._budget: dict | None = None  # the running stage's time budget, until it has settled the epochs
         self.extract_batch_size = 64
 
 
@@ -421,7 +425,8 @@ class _Trainer:
         backbone.bn_eval = not stage.train_bn
         cached = k > 0
         name = stage.name or f"{stage.kind}" + (f" (last {backbone.num_groups - k} groups)" if 0 < k < backbone.num_groups else "")
-        self.reporter.message(f"stage {index + 1}/{len(self.cfg.recipe.stages)}: {name}, {stage.epochs} epochs, "
+        upto = "up to " if stage.max_minutes is not None else ""
+        self.reporter.message(f"stage {index + 1}/{len(self.cfg.recipe.stages)}: {name}, {upto}{stage.epochs} epochs, "
                               f"{'cached activations' if cached else 'full images'}")
         train_labels = torch.tensor(self.manifest.labels("train"), dtype=torch.long)
         val_labels = torch.tensor(self.manifest.labels("val"), dtype=torch.long)
@@ -441,6 +446,14 @@ class _Trainer:
             steps_per_epoch -= 1  # the lone last sample is dropped (BatchNorm cannot train on one)
         if not cached and self.dist.enabled:  # each rank steps through its share of the images
             steps_per_epoch = self.dist.steps_per_epoch(len(train_labels), stage.batch_size)
+        resumed = self.resume_state is not None and int(self.resume_state["stage"]) == index
+        # a time budget (max_minutes) settles the epochs during the first epoch (see _budget_tick);
+        # a resumed stage keeps what was settled, so its schedule is the one it started with
+        self._epochs = int(self.resume_state.get("epochs", stage.epochs)) if resumed else stage.epochs
+        self._budget = None
+        if stage.max_minutes is not None and stage.epochs > 0 and not resumed:
+            self._budget = {"stage": stage, "steps_per_epoch": steps_per_epoch, "val_images": len(val_labels),
+                            "steps": 0, "start": self._budget_clock(), "after_first": 0.0}
         self.net = self.model if cached else self.dist.wrap(self.model)
         scheduler = self._scheduler(stage, optimizer, steps_per_epoch)
         class_weights = None
@@ -451,7 +464,6 @@ class _Trainer:
         trainable_keys = self._trainable_keys()
         start_epoch, step = 0, 0
         best_metric, best_state, bad_epochs = None, None, 0
-        resumed = self.resume_state is not None and int(self.resume_state["stage"]) == index
         if resumed:
             st = self.resume_state
             optimizer.load_state_dict(st["optimizer"])
@@ -476,7 +488,9 @@ class _Trainer:
             # cannot change its dropout masks or augmentations.
             seed_everything(self.cfg.seed * 1000003 + index * 1009 + 104729)
 
-        for epoch in range(start_epoch, stage.epochs):
+        epoch = start_epoch - 1
+        while epoch + 1 < self._epochs:
+            epoch += 1
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + index * 1009 + epoch)
             self.model.train()
@@ -488,6 +502,8 @@ class _Trainer:
                                                 class_weights, gen)
             val = self._validate(k, val_inputs, val_labels) if len(val_labels) else {}
             loss, val = self.dist.same_on_all((loss, val))  # every rank decides (early stop, best epoch) alike
+            if self._budget is not None:
+                self._budget_first_epoch_done()
             self._check_finite(stage, index, epoch, step, optimizer, val)
             seconds = time.perf_counter() - t0
             self.timings["train_seconds"] += seconds
@@ -505,7 +521,7 @@ class _Trainer:
             else:
                 bad_epochs += 1
             stop = stage.early_stopping is not None and bad_epochs >= stage.early_stopping
-            done = stop or epoch == stage.epochs - 1
+            done = stop or epoch == self._epochs - 1
             if done and best_state is not None:
                 self.model.load_state_dict(best_state, strict=False)
             # From here on this epoch is kept: a Ctrl-C writes it (save_interrupted) if nothing else does.
@@ -523,7 +539,7 @@ class _Trainer:
             if stop:
                 self.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for {bad_epochs} epochs")
                 break
-        if stage.epochs == 0:
+        if self._epochs == 0:
             self._write(self._state(index, -1, step, optimizer, scheduler, None, None, 0, trainable_keys, stage_done=True))
         self.net = self.model
         self.dist.sync_module(self.model)  # cached stages ran on every rank: rank 0's result is the one kept
@@ -572,8 +588,51 @@ class _Trainer:
                                    nesterov=True)
         return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
 
+    # -- time budget
+    def _budget_clock(self) -> float:
+        return time.perf_counter()
+
+    def _budget_tick(self) -> None:
+        """After each training step of a stage with ``max_minutes``: once a few steps are timed, lay
+        the schedule out over the epochs that fit. Steps after the first (which pays for decoding,
+        allocation and compilation) give the time per step; what the first cost beyond that is
+        counted once, as overhead."""
+        b = self._budget
+        now = self._budget_clock()
+        b["steps"] += 1
+        if b["steps"] == 1:
+            b["after_first"] = now
+        timed = b["steps"] - 1
+        if "overhead" in b or timed < min(BUDGET_TIMED_STEPS, b["steps_per_epoch"] - 1):
+            return
+        per_step = self.dist.same_on_all((now - b["after_first"]) / timed if timed else now - b["start"])
+        b["overhead"] = max(0.0, (now - b["start"]) - b["steps"] * per_step)
+        # validation is a forward pass: about a third of a training step per image
+        self._fit_epochs(per_step * b["steps_per_epoch"] + per_step / b["stage"].batch_size * b["val_images"] / 3)
+
+    def _budget_first_epoch_done(self) -> None:
+        """Settle the epochs on the first epoch's measured time (validation included); the few steps
+        timed before can run slow or fast, the whole epoch does not."""
+        b, self._budget = self._budget, None
+        b.setdefault("overhead", 0.0)
+        epoch_seconds = self.dist.same_on_all(self._budget_clock() - b["start"] - b["overhead"])
+        stage = b["stage"]
+        fits = self._fit_epochs(epoch_seconds, b)
+        note = (f"  time budget {stage.max_minutes:g} min: ~{epoch_seconds:.0f} s per epoch measured, "
+                f"{self._epochs} of {stage.epochs} epochs")
+        if fits < 1:
+            note += " (one epoch is over the budget; lower --image-size, or --recipe linear-probe for a run in seconds)"
+        self.reporter.message(note)
+
+    def _fit_epochs(self, epoch_seconds: float, b: dict | None = None) -> int:
+        b = b or self._budget
+        stage = b["stage"]
+        fits = int((stage.max_minutes * 60 - b["overhead"]) // max(epoch_seconds, 1e-9))
+        self._epochs = max(1, min(stage.epochs, fits))
+        return fits
+
     def _scheduler(self, stage: StageConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):  # noqa: ANN202
-        total = max(1, stage.epochs * steps_per_epoch)
+        total = max(1, self._epochs * steps_per_epoch)
         if stage.schedule == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                                                        total_steps=total + 1)
@@ -584,6 +643,7 @@ class _Trainer:
                 return (step + 1) / (warmup + 1)
             if stage.schedule == "constant":
                 return 1.0
+            total = max(1, self._epochs * steps_per_epoch)  # read each step: a time budget may settle it late
             progress = (step - warmup) / max(1, total - warmup)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -652,6 +712,8 @@ class _Trainer:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], stage.grad_clip)
         optimizer.step()
         scheduler.step()
+        if self._budget is not None:
+            self._budget_tick()
         return float(loss.detach())
 
     def _epoch_cached(self, stage, index, epoch, step, k, views, labels, optimizer, scheduler, class_weights, gen):  # noqa: ANN001, ANN202
@@ -787,6 +849,7 @@ class _Trainer:
                       for k, v in self.model.state_dict().items()},
             "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
             "best_metric": best_metric, "best_state": best_state or {}, "bad_epochs": bad_epochs,
+            "epochs": self._epochs,
             "rng": rng_state(),
             "history": [json.dumps(r) for r in self.history],
         }
