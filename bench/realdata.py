@@ -61,6 +61,21 @@ def export_fashion(out: Path, train_per_class: int, val_per_class: int = 20, tes
     return out
 
 
+class _Log:
+    """Prints what a run says (stage plans, the time budget's decision) and each epoch, one line each."""
+
+    def message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def task(self, description: str, total: int):  # noqa: ANN201
+        return None
+
+    def epoch(self, record: dict) -> None:
+        val = f" val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
+        print(f"  stage {record['stage'] + 1} epoch {record['epoch'] + 1}: loss {record['train_loss']:.3f}{val} "
+              f"({record['seconds']:.1f} s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["digits", "fashion"])
@@ -94,13 +109,15 @@ def main() -> None:
         start = time.perf_counter()
         result = tlkit.finetune(data, backbone="efficientnet_lite0", recipe=recipe, image_size=args.image_size,
                                 out=str(work / "runs" / f"{args.dataset}-{args.train_per_class}-{recipe}-{args.image_size}"),
-                                overwrite=True, offline=True, cache_dir=str(cache), device="cpu")
+                                overwrite=True, offline=True, cache_dir=str(cache), device="cpu", reporter=_Log())
         seconds = time.perf_counter() - start
         ev = result.evaluation
         n_train = len(result.manifest.splits["train"])
         runs.append(result.run_dir)
+        epochs = "/".join(str(sum(1 for r in result.history if r["stage"] == i))
+                          for i in range(len(result.config.recipe.stages)))
         rows.append((recipe, n_train, ev.n, ev.accuracy, ev.accuracy_ci, ev.balanced_accuracy, seconds,
-                     result.timings.get("extract_seconds", 0.0), result.timings.get("train_seconds", 0.0)))
+                     result.timings.get("extract_seconds", 0.0), result.timings.get("train_seconds", 0.0), epochs))
         print(f"{recipe}: test accuracy {ev.accuracy:.4f} [{ev.accuracy_ci[0]:.3f}, {ev.accuracy_ci[1]:.3f}] "
               f"in {seconds:.0f}s", flush=True)
 
@@ -109,18 +126,18 @@ def main() -> None:
              f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}; command: "
              f"`uv run python bench/realdata.py {' '.join(sys.argv[1:])}` " + ("(feature cache empty at start)" if not args.cache else f"(feature cache {args.cache}, possibly warm)") + f"; load average at start {load[0]:.2f}\n",
-             "| recipe | train images | test images | test accuracy [95% CI] | balanced accuracy | wall time | extraction | training |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for recipe, n_train, n_test, acc, ci, bal, seconds, extract, train in rows:
+             "| recipe | train images | test images | test accuracy [95% CI] | balanced accuracy | wall time | extraction | training | epochs per stage |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for recipe, n_train, n_test, acc, ci, bal, seconds, extract, train, epochs in rows:
         lines.append(f"| {recipe} | {n_train} | {n_test} | {acc:.4f} [{ci[0]:.3f}, {ci[1]:.3f}] | {bal:.4f} | "
-                     f"{seconds:.0f} s | {extract:.0f} s | {train:.0f} s |")
+                     f"{seconds:.0f} s | {extract:.0f} s | {train:.0f} s | {epochs} |")
     # paired: every recipe against the first (the baseline) on the same test images
     for (recipe, *_), run_dir in zip(rows[1:], runs[1:]):
         c = tlkit.compare(runs[0], run_dir)
         lines.append(f"\n{recipe} - {rows[0][0]} (paired, same {c.n} test images): {c.difference:+.4f} "
                      f"[{c.difference_ci[0]:+.4f}, {c.difference_ci[1]:+.4f}], only {rows[0][0]} right on "
-                     f"{c.only_a_right}, only {recipe} right on {c.only_b_right}, McNemar p = {c.p_value:.3g}: "
-                     f"{'clearly different' if c.significant else 'no clear difference'}.")
+                     f"{c.only_a_right}, only {recipe} right on {c.only_b_right}, McNemar p = {c.p_value:.3g}; "
+                     f"verdict (A = {rows[0][0]}, B = {recipe}): {c.verdict}.")
     results = Path(args.results)
     if not results.exists():
         results.write_text("# Real-data checks\n\nProduced by `bench/realdata.py`; newest sections last.\n")

@@ -118,3 +118,13 @@ def test_cli_compare(tmp_path: Path) -> None:
     assert json.loads(result.output)["only_a_right"] == 5
     result = runner.invoke(app, ["compare", str(a), str(tmp_path / "nope")])
     assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_tlkit_compare_stays_callable_after_its_module_is_imported(tmp_path: Path) -> None:
+    import tlkit
+    import tlkit.compare  # noqa: F401  (importing the module rebinds tlkit.compare to it)
+    import tlkit.demo  # noqa: F401
+
+    a, b = pair(tmp_path)
+    assert tlkit.compare(a, b).difference == tlkit.compare(a, b).difference == pytest.approx(15 / 400)
+    assert callable(tlkit.demo) and callable(tlkit.evaluate)

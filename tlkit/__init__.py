@@ -34,10 +34,10 @@ def __getattr__(name: str):  # noqa: ANN202
         from tlkit import config
 
         return getattr(config, name)
-    if name in ("compare", "Comparison"):
-        from tlkit import compare as compare_mod
+    if name in ("compare", "Comparison"):  # importlib: `from tlkit import compare` would come back here
+        import importlib
 
-        return getattr(compare_mod, name)
+        return getattr(importlib.import_module("tlkit.compare"), name)
     if name in ("evaluate_predictions", "EvalResult"):
         from tlkit import evaluate as evaluate_mod
 

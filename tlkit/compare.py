@@ -139,3 +139,13 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
     return Comparison(a=str(a), b=str(b), n=n, accuracy_a=float(right_a.mean()), accuracy_b=float(right_b.mean()),
                       difference=float(delta.mean()), difference_ci=(float(lo), float(hi)), only_a_right=only_a,
                       only_b_right=only_b, p_value=p_value, ci_level=ci_level, n_bootstrap=n_bootstrap)
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Lets ``tlkit.compare(...)`` call :func:`compare` although ``tlkit.compare`` is also this module."""
+
+    def __call__(self, *args, **kwargs) -> Comparison:  # noqa: ANN002, ANN003
+        return compare(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
