@@ -46,7 +46,8 @@ N_TEST = 5
 RECIPE = {"name": "ddp-test", "stages": [
     {"kind": "probe", "epochs": 3, "lr": 0.05},
     {"kind": "finetune", "unfreeze": 1, "epochs": 1, "lr": 0.01},
-    {"kind": "finetune", "unfreeze": "all", "epochs": 2, "lr": 0.005},
+    # a time budget that holds every epoch: the ranks must agree on it without changing anything
+    {"kind": "finetune", "unfreeze": "all", "epochs": 2, "lr": 0.005, "max_minutes": 10000},
 ]}
 OPTIONS = ["-b", "timm:test_resnet", "--no-pretrained", "--image-size", "32", "--workers", "0", "--batch-size", "64"]
 REPO = Path(tlkit.__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ def test_two_gloo_processes_give_the_metrics_of_one(runs: dict) -> None:
     a, b = _metrics(one.run_dir), _metrics(two)
     assert [(r["stage"], r["epoch"], r["step"]) for r in a] == [(r["stage"], r["epoch"], r["step"]) for r in b]
     assert len(b) == sum(s["epochs"] for s in RECIPE["stages"])
+    assert runs["proc"].stderr.count("time budget 10000 min") == 1, runs["proc"].stderr[-3000:]  # rank 0 says it
     for ra, rb in zip(a, b):
         for key in ("train_loss", "val_loss"):
             assert rb[key] == pytest.approx(ra[key], abs=1e-4), (ra, rb)
