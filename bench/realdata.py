@@ -61,21 +61,6 @@ def export_fashion(out: Path, train_per_class: int, val_per_class: int = 20, tes
     return out
 
 
-class _Log:
-    """Prints what a run says (stage plans, the time budget's decision) and each epoch, one line each."""
-
-    def message(self, text: str) -> None:
-        print(text, flush=True)
-
-    def task(self, description: str, total: int):  # noqa: ANN201
-        return None
-
-    def epoch(self, record: dict) -> None:
-        val = f" val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
-        print(f"  stage {record['stage'] + 1} epoch {record['epoch'] + 1}: loss {record['train_loss']:.3f}{val} "
-              f"({record['seconds']:.1f} s)", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["digits", "fashion"])
@@ -89,7 +74,10 @@ def main() -> None:
 
     import torch
 
+    from rich.console import Console
+
     import tlkit
+    from tlkit.console import RichReporter
     from tlkit.data import export_digits
 
     work = Path(args.work)
@@ -109,7 +97,7 @@ def main() -> None:
         start = time.perf_counter()
         result = tlkit.finetune(data, backbone="efficientnet_lite0", recipe=recipe, image_size=args.image_size,
                                 out=str(work / "runs" / f"{args.dataset}-{args.train_per_class}-{recipe}-{args.image_size}"),
-                                overwrite=True, offline=True, cache_dir=str(cache), device="cpu", reporter=_Log())
+                                overwrite=True, offline=True, cache_dir=str(cache), device="cpu", reporter=RichReporter(Console()))
         seconds = time.perf_counter() - start
         ev = result.evaluation
         n_train = len(result.manifest.splits["train"])

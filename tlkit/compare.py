@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tlkit._callable import make_module_callable
 from tlkit.errors import DataError
 
 PREDICTIONS = "predictions.csv"
@@ -108,6 +109,8 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
     """
     from scipy.stats import binomtest
 
+    from tlkit.evaluate import _BOOTSTRAP_CHUNK, _percentile_ci
+
     file_a, file_b = predictions_file(a), predictions_file(b)
     rows_a, rows_b = _read(file_a), _read(file_b)
     if rows_a.keys() != rows_b.keys():
@@ -126,26 +129,18 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
     delta = right_b - right_a
     rng = np.random.default_rng(seed)
     boots = np.empty(n_bootstrap)
-    chunk = max(1, 2_000_000 // n)
+    chunk = max(1, _BOOTSTRAP_CHUNK // n)
     for start in range(0, n_bootstrap, chunk):
         size = min(chunk, n_bootstrap - start)
         boots[start:start + size] = delta[rng.integers(0, n, size=(size, n))].mean(axis=1)
-    tail = (1.0 - ci_level) / 2.0 * 100.0
-    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    lo, hi = _percentile_ci(boots, ci_level)
     only_a = int(((right_a == 1) & (right_b == 0)).sum())
     only_b = int(((right_a == 0) & (right_b == 1)).sum())
     discordant = only_a + only_b
     p_value = float(binomtest(only_b, discordant, 0.5).pvalue) if discordant else 1.0
     return Comparison(a=str(a), b=str(b), n=n, accuracy_a=float(right_a.mean()), accuracy_b=float(right_b.mean()),
-                      difference=float(delta.mean()), difference_ci=(float(lo), float(hi)), only_a_right=only_a,
+                      difference=float(delta.mean()), difference_ci=(lo, hi), only_a_right=only_a,
                       only_b_right=only_b, p_value=p_value, ci_level=ci_level, n_bootstrap=n_bootstrap)
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """Lets ``tlkit.compare(...)`` call :func:`compare` although ``tlkit.compare`` is also this module."""
-
-    def __call__(self, *args, **kwargs) -> Comparison:  # noqa: ANN002, ANN003
-        return compare(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, compare)  # tlkit.compare(...) works even once this module is imported

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tlkit._callable import make_module_callable
 from tlkit.train import FinetuneResult, Reporter
 
 DEMO_IMAGE_SIZE = 128  # digits are 8x8 pixels at source: 128 px keeps the demo fast on a CPU
@@ -33,11 +34,4 @@ def demo(out: str | os.PathLike = "demo-run", *, overwrite: bool = True, reporte
     return finetune(data, backbone="efficientnet_lite0", reporter=reporter, **options)
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """Lets ``tlkit.demo(...)`` call :func:`demo` although ``tlkit.demo`` is also this module."""
-
-    def __call__(self, *args, **kwargs) -> FinetuneResult:  # noqa: ANN002, ANN003
-        return demo(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, demo)  # tlkit.demo(...) works even once this module is imported

@@ -28,6 +28,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from tlkit._callable import make_module_callable
 from tlkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -545,11 +546,4 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
                                 paths=[p for p, _ in known], unknown=unknown, n_bootstrap=n_bootstrap, seed=seed)
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """Lets ``tlkit.evaluate(...)`` call :func:`evaluate` although ``tlkit.evaluate`` is also this module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
-        return evaluate(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, evaluate)  # tlkit.evaluate(...) works even once this module is imported

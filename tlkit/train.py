@@ -453,7 +453,7 @@ class _Trainer:
         self._budget = None
         if stage.max_minutes is not None and stage.epochs > 0 and not resumed:
             self._budget = {"stage": stage, "steps_per_epoch": steps_per_epoch, "val_images": len(val_labels),
-                            "steps": 0, "start": self._budget_clock(), "after_first": 0.0}
+                            "steps": 0, "start": self._budget_clock()}
         self.net = self.model if cached else self.dist.wrap(self.model)
         scheduler = self._scheduler(stage, optimizer, steps_per_epoch)
         class_weights = None
@@ -613,29 +613,28 @@ class _Trainer:
     def _budget_first_epoch_done(self) -> None:
         """Settle the epochs on the first epoch's measured time (validation included); the few steps
         timed before can run slow or fast, the whole epoch does not."""
-        b, self._budget = self._budget, None
-        b.setdefault("overhead", 0.0)
+        b = self._budget
+        b.setdefault("overhead", 0.0)  # set by the step that laid the schedule out; kept safe if none did
         epoch_seconds = self.dist.same_on_all(self._budget_clock() - b["start"] - b["overhead"])
-        stage = b["stage"]
-        fits = self._fit_epochs(epoch_seconds, b)
+        fits = self._fit_epochs(epoch_seconds)
+        stage, self._budget = b["stage"], None
         note = (f"  time budget {stage.max_minutes:g} min: ~{epoch_seconds:.0f} s per epoch measured, "
                 f"{self._epochs} of {stage.epochs} epochs")
         if fits < 1:
             note += " (one epoch is over the budget; lower --image-size, or --recipe linear-probe for a run in seconds)"
         self.reporter.message(note)
 
-    def _fit_epochs(self, epoch_seconds: float, b: dict | None = None) -> int:
-        b = b or self._budget
-        stage = b["stage"]
-        fits = int((stage.max_minutes * 60 - b["overhead"]) // max(epoch_seconds, 1e-9))
-        self._epochs = max(1, min(stage.epochs, fits))
+    def _fit_epochs(self, epoch_seconds: float) -> int:
+        """Set the stage's epochs to as many as fit the budget after its overhead (at least one)."""
+        b = self._budget
+        fits = int((b["stage"].max_minutes * 60 - b["overhead"]) // max(epoch_seconds, 1e-9))
+        self._epochs = max(1, min(b["stage"].epochs, fits))
         return fits
 
     def _scheduler(self, stage: StageConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):  # noqa: ANN202
-        total = max(1, self._epochs * steps_per_epoch)
-        if stage.schedule == "onecycle":
+        if stage.schedule == "onecycle":  # laid out once: a time budget is refused with it (config)
             return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                                       total_steps=total + 1)
+                                                       total_steps=max(1, self._epochs * steps_per_epoch) + 1)
         warmup = int(stage.warmup_epochs * steps_per_epoch)
 
         def factor(step: int) -> float:
