@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,8 +59,8 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     run = tmp_path / "run"
     env = {**os.environ, "TLKIT_CACHE_DIR": str(tmp_path / "cache"), "TLKIT_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tlkit", "finetune", str(tiny_data), "-b", "timm:test_resnet", "--no-pretrained",
-           "--image-size", "32", "--workers", "0", "--out", str(run), "--epochs", "20000", "--recipe", "linear-probe",
-           "--set", "stages.0.early_stopping=1000000"]
+           "--image-size", "32", "--workers", "0", "--out", str(run), "--epochs", "400",
+           "--recipe", "linear-probe", "--set", "stages.0.early_stopping=1000000"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = run / "checkpoints" / "last.pt"
     deadline = time.time() + 120
@@ -75,7 +77,10 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     # the final checkpoint holds every finished epoch, not just the last periodic save (epoch 1)
     logged = (run / "metrics.jsonl").read_text().splitlines()
     assert state["epoch"] >= 1 and len(state["history"]) == len(logged) == state["epoch"] + 1
-    resumed = subprocess.run([*cmd[:-6], "--epochs", "3", "--recipe", "linear-probe", "--resume"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    # the printed hint is the whole command: the run's options come from its config.yaml
+    hint = re.search(r"continue with: (.+?)  \(the run's options", " ".join(err.split("\n"))).group(1)
+    words = shlex.split(hint)
+    assert words[0] == "tlkit" and "--epochs" not in words
+    resumed = subprocess.run([sys.executable, "-m", *words], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "model.safetensors").is_file()

@@ -360,25 +360,29 @@ def test_rng_state_round_trip_includes_cached_gaussians() -> None:
 
 def test_existing_run_dir_is_refused_then_overwritten(tiny_data: Path, tmp_path: Path, fast_kwargs: dict) -> None:
     out = Path(fast_kwargs["out"])
-    out.mkdir()
-    (out / "config.yaml").write_text("old: run\n")
-    (out / "precious.txt").write_text("keep me")
+    finetune(tiny_data, recipe="linear-probe", epochs=1, **fast_kwargs)
+    before = (out / "model.safetensors").read_bytes()
     with pytest.raises(ConfigError) as info:
         finetune(tiny_data, recipe="linear-probe", epochs=1, **fast_kwargs)
     assert str(out) in str(info.value) and "--overwrite" in str(info.value)
-    assert (out / "precious.txt").read_text() == "keep me"
-    assert (out / "config.yaml").read_text() == "old: run\n"
-    finetune(tiny_data, recipe="linear-probe", epochs=1, overwrite=True, **fast_kwargs)
-    assert not (out / "precious.txt").exists()
+    assert (out / "model.safetensors").read_bytes() == before
+    # a file the run did not write stops --overwrite, and nothing is deleted
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="precious.txt"):
+        finetune(tiny_data, recipe="linear-probe", epochs=2, overwrite=True, **fast_kwargs)
+    assert (out / "precious.txt").read_text() == "keep me" and (out / "model.safetensors").read_bytes() == before
+    (out / "precious.txt").unlink()
+    finetune(tiny_data, recipe="few-shot", epochs=1, overwrite=True, **fast_kwargs)
     assert (out / "model.safetensors").is_file()
-    assert "linear-probe" in (out / "config.yaml").read_text()
+    assert "few-shot" in (out / "config.yaml").read_text()
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_data: Path, fast_kwargs: dict) -> None:
     out = Path(fast_kwargs["out"])
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
-    with pytest.raises(ConfigError, match="does not look like a tlkit run"):
+    (out / "config.yaml").write_text("a common file name is no proof of a run\n")
+    with pytest.raises(ConfigError, match="not a tlkit run folder"):
         finetune(tiny_data, recipe="linear-probe", epochs=1, overwrite=True, **fast_kwargs)
     assert (out / "thesis.tex").read_text() == "years of work"
 
@@ -494,7 +498,7 @@ def test_starting_a_run_cleans_stale_temp_files(tiny_data: Path, fast_kwargs: di
     finetune(tiny_data, recipe="linear-probe", epochs=1, **fast_kwargs)
     stale = out / "checkpoints" / f"last.pt{TMP_MARK}x1y2"
     stale.write_bytes(b"partial")
-    finetune(tiny_data, recipe="linear-probe", epochs=2, resume=True, **fast_kwargs)
+    finetune(tiny_data, recipe="linear-probe", epochs=1, resume=True, **fast_kwargs)
     assert not stale.exists()
 
 

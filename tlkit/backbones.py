@@ -61,6 +61,9 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
 
+    def __post_init__(self) -> None:
+        _check_preprocessing(self)
+
     @property
     def crop_pct(self) -> float:
         return self.input_size / self.resize_size
@@ -77,13 +80,52 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(
-            input_size=int(d["input_size"]),
-            resize_size=int(d["resize_size"]),
-            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
-            interpolation=str(d.get("interpolation", "bilinear")),
-        )
+        """Rebuild from :meth:`to_dict` (``model.json``); BackboneError names a field that is missing or bad."""
+        if not isinstance(d, dict):
+            raise BackboneError(f"preprocessing must be a mapping of fields, got {type(d).__name__}")
+        missing = [k for k in ("input_size", "resize_size", "mean", "std") if k not in d]
+        if missing:
+            raise BackboneError(f"preprocessing is missing field(s) {', '.join(missing)}")
+        for name in ("mean", "std"):
+            if not isinstance(d[name], (list, tuple)) or len(d[name]) != 3:
+                raise BackboneError(f"preprocessing.{name} must be 3 numbers (one per RGB channel), got {d[name]!r}")
+        try:
+            return cls(input_size=_whole(d["input_size"], "input_size"), resize_size=_whole(d["resize_size"], "resize_size"),
+                       mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                       std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                       interpolation=str(d.get("interpolation", "bilinear")))
+        except (TypeError, ValueError) as exc:
+            raise BackboneError(f"preprocessing has a value that is not a number: {exc}") from exc
+
+
+#: sane bounds for stored preprocessing: a model.json outside them is damaged or edited
+MAX_INPUT_SIZE = 2048
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def _whole(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise BackboneError(f"preprocessing.{name} must be a whole number of pixels, got {value!r}")
+    return int(value)
+
+
+def _check_preprocessing(pre: "Preprocessing") -> None:
+    """Refuse values that would crash or silently break every prediction (std 0, NaN, a 30000 px crop)."""
+    import math
+
+    if not 1 <= pre.input_size <= MAX_INPUT_SIZE:
+        raise BackboneError(f"preprocessing.input_size must be 1..{MAX_INPUT_SIZE} pixels, got {pre.input_size}")
+    if not pre.input_size <= pre.resize_size <= 4 * pre.input_size:
+        raise BackboneError(f"preprocessing.resize_size must be from input_size ({pre.input_size}) to 4x it, "
+                            f"got {pre.resize_size}")
+    for name, values, low in (("mean", pre.mean, -10.0), ("std", pre.std, 0.0)):
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and low < v <= 10.0
+                                       for v in values):
+            rule = "positive and at most 10" if name == "std" else "finite, from -10 to 10"
+            raise BackboneError(f"preprocessing.{name} must be 3 numbers, {rule}; got {list(values)}")
+    if pre.interpolation not in INTERPOLATIONS:
+        raise BackboneError(f"preprocessing.interpolation must be one of {', '.join(INTERPOLATIONS)}; "
+                            f"got {pre.interpolation!r}")
 
 
 @dataclass(frozen=True)

@@ -8,73 +8,25 @@ over the old one: a process killed mid-write leaves the previous checkpoint inta
 from __future__ import annotations
 
 import math
-import errno
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tlkit.errors import CheckpointError, ResourceError
-
-TMP_MARK = ".tmp-"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}{TMP_MARK}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise ResourceError(f"disk full while writing {path}; the previous version of the file is intact. "
-                                "Free some space (or write elsewhere with --out / --cache-dir) and run again") from exc
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+from tlkit._io import TMP_MARK, atomic_write, atomic_write_bytes, atomic_write_text, clean_stale_temp_files
+from tlkit.errors import CheckpointError
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda h: h.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Remove temp files left by a killed writer; returns what was removed."""
-    removed = []
-    folder = Path(folder)
-    if folder.is_dir():
-        for p in folder.rglob(f"*{TMP_MARK}*"):
-            if p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
+__all__ = ["TMP_MARK", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp_files", "save_checkpoint",
+           "load_checkpoint", "rng_state", "set_rng_state", "seed_everything", "seed_worker"]
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
-    _atomic_write(Path(path), lambda h: torch.save(state, h))
+    atomic_write(path, lambda h: torch.save(state, h))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -20,8 +20,25 @@ from tlkit.errors import TlkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="tlkit: transfer learning for image classification on small domain datasets.")
-out = Console()
-err = Console(stderr=True)
+#: width of a console that is not a terminal (a pipe, a file): wide enough that tables and paths are
+#: never cut or folded, so `tlkit backbones | grep lite0` finds the name
+PIPE_WIDTH = 4096
+
+
+def _console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+@app.callback()
+def _consoles() -> None:
+    """tlkit: transfer learning for image classification on small domain datasets."""
+    global out, err  # noqa: PLW0603 - made again per command, for the streams of this invocation
+    out, err = _console(), _console(stderr=True)
 
 
 def _friendly(func: Callable) -> Callable:
@@ -45,6 +62,14 @@ def _friendly(func: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _table(*columns: str, **options) -> Table:  # noqa: ANN003
+    """A table whose cells fold on a narrow terminal instead of being cut short with an ellipsis."""
+    table = Table(**options)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    return table
 
 
 def _command_line(ctx: typer.Context, *, leave_out: set[str]) -> list[str]:
@@ -86,7 +111,7 @@ def backbones(
     """
     from tlkit.backbones import list_backbones
 
-    table = Table("name", "alias", "source", "params", "features", "input", "weights here")
+    table = _table("name", "alias", "source", "params", "features", "input", "weights here")
     for row in list_backbones(filter, limit=limit):
         params = f"{row['params'] / 1e6:.1f}M" if row["params"] >= 0 else "?"
         table.add_row(row["name"], row["alias"], row["source"], params, str(row["feature_dim"]),
@@ -114,12 +139,12 @@ def check_cmd(
         out.print_json(json.dumps(report.to_dict()))
     else:
         splits = list(report.counts)
-        table = Table("class", *splits, title=f"{report.root}: {len(report.classes)} classes")
+        table = _table("class", *splits, title=f"{report.root}: {len(report.classes)} classes")
         for name in report.classes:
             table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in splits))
         out.print(table)
         if report.problems:
-            problems = Table("severity", "kind", "message", title="problems")
+            problems = _table("severity", "kind", "message", title="problems")
             for p in report.problems:
                 style = "red" if p.severity == "error" else "yellow"
                 problems.add_row(f"[{style}]{p.severity}[/]", p.kind, p.message)
@@ -136,10 +161,14 @@ def recipes() -> None:
     """List the built-in recipes and what each is for."""
     from tlkit.config import DEFAULT_RECIPE, list_recipes, recipes_dir
 
-    table = Table("recipe", "description", title=f"built-in recipes ({recipes_dir()})")
+    table = _table("recipe", "description", title=f"built-in recipes ({recipes_dir()})")
     for name, description in list_recipes().items():
         table.add_row(name + (" (default)" if name == DEFAULT_RECIPE else ""), description)
     out.print(table)
+
+
+#: finetune's parameter names that differ from the config keys they set
+_OPTION_KEYS = {"out_dir": "out", "compile_": "compile"}
 
 
 @app.command()
@@ -181,10 +210,10 @@ def finetune(
     Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]; on 4 GPUs: [bold]torchrun
     --nproc_per_node 4 -m tlkit finetune data/leaves[/] or [bold]tlkit finetune data/leaves --nproc-per-node 4[/]
     """
-    from tlkit.config import make_config, parse_set_option
+    from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
     from tlkit.report import print_summary
-    from tlkit.train import run
+    from tlkit.train import config_for, run
 
     overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
@@ -192,8 +221,13 @@ def finetune(
                      workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
                      cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
                      compile=compile_ or None)
+    if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
+        given = {_OPTION_KEYS.get(name, name) for name in ctx.params
+                 if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"}
+        overrides = {k: v for k, v in overrides.items() if k in given or k == "resume"}
+        backbone = backbone if "backbone" in given else None
     overrides.update(parse_set_option(set_ or []))
-    cfg = make_config(data, backbone=backbone, recipe=recipe, **overrides)
+    cfg = config_for(data, backbone, recipe, overrides)
     if nproc_per_node is not None:  # options are checked above, once, before any process starts
         from tlkit.distributed import check_local_launch, launch_local
 
@@ -219,7 +253,9 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or a saved model folder).")],
     data: Annotated[Optional[Path], typer.Argument(help="Images to evaluate on (default: the run's own split).")] = None,
     split: Annotated[str, typer.Option(help="Which split of the run (or of a split-folder DATA): train, val, test, all.")] = "test",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the report (default RUN_DIR/eval-SPLIT).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the report (default RUN_DIR/eval-SPLIT, "
+                                                    "then eval-SPLIT-2, ... when taken).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the evaluation report already in --out.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
@@ -233,10 +269,13 @@ def evaluate(
     from tlkit.explain import explainer
     from tlkit.model import load
     from tlkit.report import print_summary, write_report
+    from tlkit.rundir import next_free, prepare
 
+    target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
+    prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
     result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device)
     model = load(run_dir, device=device)  # again, for the Grad-CAM overlays beside the mistakes (a few MB)
-    target = out_dir or (Path(run_dir) / f"eval-{split}")
+    prepare(target, kind="evaluation", data=data, overwrite=overwrite)
     write_report(result, target, load_image=load_image, explain=explainer(model),
                  title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
@@ -264,6 +303,8 @@ def predict(
 
     if fmt not in ("table", "csv", "json"):
         raise ConfigError(f"--format must be table, csv or json, got {fmt!r}")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model = load(run_dir, device=device)
     paths = list_images(inputs)
     if len(paths) > batch_size:
@@ -284,7 +325,7 @@ def predict(
         for r in records:
             writer.writerow([r["source"], r["label"], f"{r['confidence']:.4f}"] + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]])
     else:
-        table = Table("image", "prediction", "confidence", f"top {top_k}")
+        table = _table("image", "prediction", "confidence", f"top {top_k}")
         for r in records:
             table.add_row(r["source"], r["label"], f"{r['confidence']:.3f}",
                           ", ".join(f"{t['class']} {t['prob']:.2f}" for t in r["top_k"]))
@@ -309,8 +350,11 @@ def explain(
     from tlkit.explain import write_overlays
     from tlkit.model import load
 
+    from tlkit.rundir import prepare
+
     model = load(run_dir)
     target = out_dir or Path(run_dir) / "explain"
+    prepare(target, kind="explain", overwrite=True)  # a tlkit overlay folder: earlier overlays are replaced
     written = write_overlays(model, list_images(inputs), target, class_name, layer=layer)
     out.print(f"{len(written)} overlay(s) written to [bold]{target}[/]")
 
@@ -330,10 +374,14 @@ def summary(
     """
     from tlkit.inspection import summarize_name
 
+    from tlkit.errors import ConfigError
+
+    if trainable_groups != "all" and not trainable_groups.isdigit():
+        raise ConfigError(f"--trainable-groups must be a whole number of layer groups or 'all', got {trainable_groups!r}")
     groups: int | str = trainable_groups if trainable_groups == "all" else int(trainable_groups)
     result = summarize_name(backbone, num_classes=num_classes, image_size=image_size, trainable_groups=groups,
                             layers=layers)
-    table = Table("layer", "output shape", "params", "status", title=f"{result.backbone} at {result.image_size}px")
+    table = _table("layer", "output shape", "params", "status", title=f"{result.backbone} at {result.image_size}px")
     for row in result.rows:
         name = ("  " + row.name) if row.kind == "layer" else row.name
         table.add_row(name, str(tuple(row.output_shape)), f"{row.params:,}", row.status)
@@ -361,7 +409,7 @@ def compare(
     if as_json:
         out.print_json(data=c.to_dict())
         return
-    table = Table("", "run", "accuracy", title=f"paired comparison on {c.n} images")
+    table = _table("", "run", "accuracy", title=f"paired comparison on {c.n} images")
     table.add_row("A", str(run_a), f"{c.accuracy_a:.4f}")
     table.add_row("B", str(run_b), f"{c.accuracy_b:.4f}")
     out.print(table)

@@ -8,8 +8,10 @@ in every error.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ class StageConfig:
         _positive(self.lr, f"{where}.lr")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.views, f"{where}.views")
+        _positive(self.momentum, f"{where}.momentum", allow_zero=True)
         for name in ("weight_decay", "warmup_epochs", "mixup", "cutmix"):
             _positive(getattr(self, name), f"{where}.{name}", allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -132,6 +135,8 @@ class DataConfig:
             raise ConfigError(f"{where}.val_fraction + {where}.test_fraction must be < 1")
         if self.image_size is not None:
             _positive(self.image_size, f"{where}.image_size")
+            if not 8 <= self.image_size <= 2048:
+                raise ConfigError(f"{where}.image_size must be 8..2048 pixels, got {self.image_size}")
 
 
 @dataclass
@@ -170,6 +175,8 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.recipe.validate()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
@@ -192,7 +199,9 @@ def _choice(value: Any, allowed: tuple[str, ...], where: str) -> None:
 
 
 def _positive(value: Any, where: str, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    """A finite number > 0 (or >= 0): NaN and infinity are refused too."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or (value == 0 and not allow_zero)):
         raise ConfigError(f"{where} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
 
 
@@ -284,6 +293,30 @@ def from_dict(data: dict, *, where: str = "config") -> RunConfig:
 # recipes
 
 
+#: a recipe or config file larger than this is refused (a recipe is a few hundred bytes)
+MAX_YAML_BYTES = 1_000_000
+
+
+def _read_yaml_text(file: Path) -> str:
+    """The text of a recipe or config file, refused when it is huge or uses YAML aliases.
+
+    Aliases (``&a`` / ``*a``) let a few hundred bytes expand into gigabytes once loaded (and saved
+    again in config.yaml); no recipe needs them, so they are refused before anything is built.
+    """
+    if file.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{file} is {file.stat().st_size:,} bytes; a recipe is a few hundred. "
+                          "Check that this is the file you meant")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{file} uses a YAML alias (*{event.anchor}); tlkit refuses aliases, which can expand "
+                              "a small file enormously. Write the values out in full")
+    return text
+
+
 def recipes_dir() -> Path:
     """The folder of built-in recipes: inside the installed package, or ``recipes/`` in a checkout."""
     here = Path(__file__).resolve().parent
@@ -325,7 +358,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe | dict | None = None) -
     if not path.is_file():
         raise ConfigError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_yaml_text(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -400,6 +433,78 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown option '{key}'{hint}")
     return from_dict(raw)
+
+
+# --------------------------------------------------------------------------------------------
+# resuming a run: its own config.yaml decides, conflicting options are refused by name
+
+#: fields that may differ between a run and the command that resumes it: where and how it runs,
+#: never what it computes (a moved dataset keeps its split, read from splits.json)
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "device", "workers", "cache_dir", "compile", "data.path",
+                         "model.offline"})
+
+
+def load_run_config(path: str | os.PathLike) -> RunConfig:
+    """The :class:`RunConfig` a run saved as ``config.yaml``; ConfigError names the file when it is unusable."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(_read_yaml_text(file))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}; the run cannot be resumed without it") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML ({exc}); the run cannot be resumed from it") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file} does not hold a run configuration")
+    return from_dict(data, where=f"'{file}'")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    if isinstance(data, list):
+        out = {}
+        for i, value in enumerate(data):
+            out.update(_flat(value, f"{prefix}{i}."))
+        return out | {prefix[:-1] + "#": len(data)}
+    return {prefix[:-1]: data}
+
+
+def config_conflicts(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """``field: wanted (run: saved)`` for every field that would change what a resumed run computes."""
+    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        if key in RESUME_FREE or before.get(key) == after.get(key):
+            continue
+        name = key.replace("recipe.stages.", "stages.").replace(".#", " (number of stages)")
+        rows.append(f"{name}: {after.get(key)!r} (run: {before.get(key)!r})")
+    return rows
+
+
+def resume_config(run_config: str | os.PathLike, overrides: dict[str, Any]) -> RunConfig:
+    """The config to resume a run with: the run's own ``config.yaml``, plus only options that do not
+    change what it computes (device, workers, cache folder, a moved data folder). Any other option
+    given must equal the run's value; a different one is refused by name."""
+    saved = load_run_config(run_config)
+    saved.overwrite = saved.resume = False  # how the run was started, not what it computes
+    given = {k: v for k, v in overrides.items() if v is not None and k != "overwrite"}
+    recipe = given.pop("recipe", None)
+    conflicts = []
+    if recipe is not None:  # a recipe is compared by name: its stages as run are in config.yaml
+        name = recipe.name if isinstance(recipe, Recipe) else load_recipe(recipe).name
+        if name != saved.recipe.name:
+            conflicts.append(f"recipe: {name!r} (run: {saved.recipe.name!r})")
+    wanted = apply_overrides(copy.deepcopy(saved), given)
+    conflicts += config_conflicts(saved, wanted)
+    if conflicts:
+        shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
+        raise ConfigError(f"--resume continues the run with the options in {run_config}, but these options differ: "
+                          f"{shown}. Leave them out to resume, or start a new run (another --out, or --overwrite)")
+    wanted.resume = True
+    return wanted
 
 
 def parse_set_option(items: list[str]) -> dict[str, Any]:

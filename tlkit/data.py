@@ -37,6 +37,7 @@ import torch.utils.data
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlkit.errors import ConfigError, DataError
+from tlkit.rundir import MARKER
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -234,6 +235,7 @@ class Manifest:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"manifest field 'splits.{name}' must hold [path, label] pairs") from exc
             for rel, label in pairs:
+                _check_relative(rel, f"splits.{name}")
                 if not 0 <= label < len(classes):
                     raise ConfigError(f"manifest field 'splits.{name}': label {label} of {rel} is out of range")
             splits[name] = pairs
@@ -325,6 +327,15 @@ class Manifest:
         return PurePath(path).as_posix()
 
 
+def _check_relative(rel: str, where: str) -> None:
+    """A manifest path must stay inside the data root: relative, no ``..``, no drive or backslash tricks."""
+    parts = PurePath(rel).parts
+    if (not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or "\\" in rel or ".." in rel.split("/")
+            or ".." in parts or (len(rel) > 1 and rel[1] == ":")):
+        raise ConfigError(f"manifest field '{where}': path {rel!r} leaves the data folder; every path must be "
+                          "relative to the data root, without '..'. The file was edited or is not tlkit's; rescan the data")
+
+
 def _atomic_write(target: str, data: bytes) -> None:
     """Write bytes so that ``target`` is either the old file or the complete new one."""
     from tlkit.checkpoint import atomic_write_bytes
@@ -379,10 +390,24 @@ def _is_image_name(name: str) -> bool:
     return not _is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link that loops or points nowhere is no folder
+        return False
+
+
+def _is_tlkit_output(folder: str) -> bool:
+    """A folder tlkit wrote (a run, an evaluation, overlays): never a class, never samples."""
+    return os.path.isfile(os.path.join(folder, MARKER)) or (
+        os.path.isfile(os.path.join(folder, "splits.json")) and os.path.isfile(os.path.join(folder, "config.yaml")))
+
+
 def _subfolders(folder: str) -> list[str]:
-    """Visible sub-folder names of ``folder``, sorted."""
+    """Visible sub-folder names of ``folder``, sorted; tlkit's own output folders are left out."""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if not _is_hidden(e.name) and e.is_dir())
+        return sorted(e.name for e in entries
+                      if not _is_hidden(e.name) and _is_dir(e) and not _is_tlkit_output(e.path))
 
 
 def _images_under(folder: str, root: str) -> list[str]:
@@ -390,7 +415,7 @@ def _images_under(folder: str, root: str) -> list[str]:
     found = []
     # Symlinked folders are not descended into (no cycles); symlinked files are included.
     for current, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d) and not _is_tlkit_output(os.path.join(current, d)))
         for name in files:
             full = os.path.join(current, name)
             if _is_image_name(name) and os.path.isfile(full):
@@ -411,6 +436,8 @@ def _find(root: str) -> _Found:
     """Detect the layout and list the images of every class folder (hidden entries ignored)."""
     top = _subfolders(root)
     train_dirs = [d for d in top if d.lower() == "train"]
+    if train_dirs and _is_class_folder(os.path.join(root, train_dirs[0])):
+        train_dirs = []  # a class that happens to be called "train" (trains, vehicles): class folders
     if not train_dirs:
         folders = {"all": root}
         layout = "class-folders"
@@ -426,6 +453,7 @@ def _find(root: str) -> _Found:
                 )
             if matches:
                 folders[split] = os.path.join(root, matches[0])
+        _refuse_mixed_layout(root, top)
     groups: dict[str, dict[str, list[str]]] = {}
     empty: list[str] = []
     for split, folder in folders.items():
@@ -437,6 +465,26 @@ def _find(root: str) -> _Found:
             else:
                 empty.append(PurePath(os.path.relpath(os.path.join(folder, class_name), root)).as_posix())
     return _Found(layout=layout, groups=groups, empty_class_dirs=sorted(empty))
+
+
+def _is_class_folder(folder: str) -> bool:
+    """True when ``folder`` holds images itself and no sub-folder with images: a class, not a split."""
+    with os.scandir(folder) as entries:
+        direct = any(_is_image_name(e.name) and e.is_file() for e in entries)
+    return direct and not any(_images_under(os.path.join(folder, d), folder) for d in _subfolders(folder))
+
+
+def _refuse_mixed_layout(root: str, top: list[str]) -> None:
+    """A ``train`` split folder beside class folders full of images is ambiguous: say how to fix it."""
+    split_names = {a for aliases in _SPLIT_ALIASES.values() for a in aliases}
+    others = [d for d in top if d.lower() not in split_names and _images_under(os.path.join(root, d), root)]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise DataError(
+            f"{root} mixes two layouts: a 'train' folder of class folders (root/train/<class>/<image>) and "
+            f"folders of images beside it ({shown}). Move those into train/ (or val/, test/), or, if 'train' is "
+            "itself a class, put its images directly in it rather than in sub-folders."
+        )
 
 
 def _validate_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -495,13 +543,14 @@ def scan(
 ) -> Manifest:
     """Find the images under ``root`` and split them into train/val/test.
 
-    Layout: if ``root`` holds a ``train`` folder (any case) it is "split-folders"
-    (``root/train|val|test/<class>/...``, ``valid``/``validation`` accepted for val, other
-    top-level folders ignored); a missing val and/or test split is cut from train, stratified,
+    Layout: if ``root`` holds a ``train`` folder (any case) of class folders it is "split-folders"
+    (``root/train|val|test/<class>/...``, ``valid``/``validation`` accepted for val; other
+    top-level folders holding images make the layout ambiguous: DataError); a ``train`` folder
+    holding images directly is a class named "train"; a missing val and/or test split is cut from train, stratified,
     with the same fractions. Otherwise it is "class-folders" (``root/<class>/...``) and the whole
     set is split. Images in nested folders belong to their class folder; hidden entries
     (``.*``, ``__MACOSX``, ``Thumbs.db``, ``desktop.ini``), non-image files and loose files
-    in ``root`` are ignored. Class folders with no images are left out of ``classes``
+    in ``root`` are ignored, and so are folders tlkit wrote (runs, reports: ``tlkit-run.json``). Class folders with no images are left out of ``classes``
     (:func:`check` reports them as "empty-class" warnings).
 
     Split rule, per class of n images: ``round(n * test_fraction)`` to test and

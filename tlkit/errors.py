@@ -37,3 +37,7 @@ class DivergedError(TlkitError):
 
 class ResourceError(TlkitError):
     """The machine ran out of something (GPU memory, disk space); the message says what to lower."""
+
+
+class PredictionError(TlkitError):
+    """A model gave no usable answer for an input (NaN or infinite outputs)."""

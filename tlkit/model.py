@@ -15,7 +15,7 @@ from torch import nn
 from tlkit import __version__
 from tlkit.backbones import Backbone, Preprocessing, create_model, resolve, wrap
 from tlkit.checkpoint import atomic_write_bytes, atomic_write_text
-from tlkit.errors import CheckpointError, ConfigError
+from tlkit.errors import CheckpointError, ConfigError, PredictionError
 from tlkit.heads import HeadSpec, make_head
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -129,12 +129,18 @@ class TransferModel(nn.Module):
         except CheckpointError:
             raise
         except Exception as exc:
-            raise CheckpointError(f"cannot read {meta_path}: {exc}") from exc
+            raise CheckpointError(f"cannot read {meta_path}: {exc}. The file is damaged or edited; use the run's "
+                                  "original model.json or train again") from exc
         try:
             state = load_file(str(weights_path), device="cpu")
             model.load_state_dict(state, strict=True)
         except Exception as exc:
             raise CheckpointError(f"cannot load weights {weights_path}: {str(exc).splitlines()[0][:300]}") from exc
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{weights_path} holds NaN or infinite values in {len(bad)} tensor(s) "
+                                  f"({', '.join(bad[:3])}): the file is damaged or was tampered with; "
+                                  "use the run's original model or train again")
         return model.to(device).eval()
 
     # -- looking inside
@@ -162,9 +168,17 @@ class TransferModel(nn.Module):
 
     @torch.inference_mode()
     def predict_proba_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
         self.eval()
         logits = self(batch.to(self.device))
-        return torch.softmax(logits.float(), dim=1).cpu()
+        probs = torch.softmax(logits.float(), dim=1).cpu()
+        bad = (~torch.isfinite(probs)).any(dim=1)
+        if bad.any():
+            raise PredictionError(f"the model gave NaN or infinite outputs for {int(bad.sum())} of {len(probs)} "
+                                  "image(s) of a batch (the first at position "
+                                  f"{int(bad.nonzero()[0])}): the model or the input is broken, check the "
+                                  "image and model.json's preprocessing")
+        return probs
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
                 progress=None) -> Predictions:  # noqa: ANN001

@@ -13,7 +13,7 @@ import copy
 import json
 import math
 import os
-import shutil
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlkit import backbones as backbones_mod
-from tlkit import distributed
+from tlkit import distributed, rundir
 from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_checkpoint, rng_state,
                               save_checkpoint, seed_everything, seed_worker, set_rng_state)
-from tlkit.config import RunConfig, StageConfig, make_config, save_yaml
+from tlkit.config import RunConfig, StageConfig, config_conflicts, load_run_config, make_config, resume_config, save_yaml
 from tlkit.data import DecodedImages, ImageDataset, Manifest, check, scan
 from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError, ResourceError
 from tlkit.features import FeatureStore
@@ -93,8 +93,17 @@ def finetune(data: str | os.PathLike, backbone: str | None = None, recipe: Any =
     >>> # result = tlkit.finetune("data/leaves", backbone="resnet18", epochs=5)
     >>> # result.evaluation.accuracy, result.run_dir
     """
-    cfg = make_config(data, backbone=backbone, recipe=recipe, **overrides)
-    return run(cfg, reporter=reporter)
+    return run(config_for(data, backbone, recipe, overrides), reporter=reporter)
+
+
+def config_for(data: str | os.PathLike, backbone: str | None, recipe: Any, overrides: dict[str, Any]) -> RunConfig:
+    """The config of :func:`finetune`: built from the options, or for ``resume`` read from the run's
+    own ``config.yaml``, where the options given must agree with it (see :func:`tlkit.config.resume_config`)."""
+    if not overrides.get("resume"):
+        return make_config(data, backbone=backbone, recipe=recipe, **overrides)
+    out = overrides.get("out") or Path("runs") / (Path(data).resolve().name or "data")
+    return resume_config(rundir.resumable(out).config, {**overrides, "path": str(data), "backbone": backbone,
+                                                        "recipe": recipe})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +113,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for but CUDA is not available here; use --device cpu")
+    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}' asked for but this machine has {torch.cuda.device_count()} GPU(s); "
+                          "use --device cuda (the first) or cuda:N with a smaller N")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' asked for but Apple's Metal (MPS) is not available here (it exists on "
+                          "Apple-silicon Macs only); use --device cpu or auto")
     return torch.device(name)
 
 
@@ -122,33 +137,21 @@ def default_workers(device: torch.device) -> int:
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    """Create the run directory; an existing run is refused unless resume or overwrite is set."""
-    explicit = cfg.out is not None
-    if explicit:
+    """Create the run directory (``tlkit.rundir`` has the rules); an existing run is refused unless
+    resume or overwrite is set, and only a folder tlkit wrote is ever overwritten."""
+    if cfg.out is not None:
         out = Path(cfg.out)
     else:
-        name = Path(cfg.data.path).resolve().name or "data"
-        out = Path("runs") / name
-        if not cfg.resume:
-            n = 2
-            while out.exists() and any(out.iterdir()):
-                out = Path("runs") / f"{name}-{n}"
-                n += 1
-    occupied = out.exists() and any(out.iterdir())
-    if cfg.resume:
-        if not (out / CHECKPOINT).is_file():
-            raise CheckpointError(f"nothing to resume in {out}: no {CHECKPOINT}. Start a new run without --resume")
-    elif occupied:
-        if not cfg.overwrite:
-            raise ConfigError(f"output directory {out} already holds a run; pass --resume to continue it, "
-                              "--overwrite to replace it, or --out DIR for a new one")
-        if not (out / "config.yaml").is_file():
-            raise ConfigError(f"refusing to overwrite {out}: it does not look like a tlkit run (no config.yaml)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(out)
-    cfg.out = str(out)
-    return out
+        base = Path("runs") / (Path(cfg.data.path).resolve().name or "data")
+        out = base if cfg.resume else rundir.next_free(base)
+    run_dir = rundir.prepare(out, data=cfg.data.path, overwrite=cfg.overwrite, resume=cfg.resume)
+    cfg.out = str(run_dir.path)
+    return run_dir.path
+
+
+def resume_hint(cfg: RunConfig, run_dir: Path) -> str:
+    """The complete command that continues this run: its options come from the run's config.yaml."""
+    return shlex.join(["tlkit", "finetune", str(cfg.data.path), "--out", str(run_dir), "--resume"])
 
 
 def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
@@ -172,8 +175,8 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
         workers = dist.share_workers(workers)
     # User errors (missing or bad data, unknown backbone, unavailable weights) stop the run before its
     # directory is created or an existing one is replaced, so fixing them needs no --overwrite.
-    if cfg.resume and not Path(cfg.data.path).is_dir():
-        raise DataError(f"dataset folder {cfg.data.path} does not exist or is not a folder. Check the path.")
+    if cfg.resume:
+        _check_resume(cfg)
     scanned = None if cfg.resume else dist.on_main(lambda: _scan_data(cfg, reporter))
     seed_everything(cfg.seed)
     backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
@@ -182,7 +185,8 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
 
     def prepare() -> tuple[Path, Manifest]:
         run_dir = prepare_run_dir(cfg)
-        save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        if not cfg.resume:  # a resumed run keeps the config it was started with
+            save_yaml(cfg.to_dict(), run_dir / "config.yaml")
         return run_dir, _prepare_data(cfg, run_dir, reporter, scanned)
 
     # rank 0 alone creates the run directory and its first files; every rank gets the path and split
@@ -220,8 +224,8 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
                     f"Progress so far is in {run_dir / CHECKPOINT} (--resume)") from exc
     except KeyboardInterrupt:
         trainer.save_interrupted()
-        reporter.message(f"interrupted: progress saved in {run_dir / CHECKPOINT}; "
-                         f"continue with: tlkit finetune {cfg.data.path} --out {run_dir} --resume")
+        reporter.message(f"interrupted: progress saved in {run_dir / CHECKPOINT}; continue with: "
+                         f"{resume_hint(cfg, run_dir)}  (the run's options are read from its config.yaml)")
         raise
     timings = {"total_seconds": time.perf_counter() - t_start, **trainer.timings}
     if dist.is_main:
@@ -247,6 +251,21 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     if dist.is_main:
         atomic_write_text(run_dir / "timings.json", json.dumps(timings, indent=2))
     return FinetuneResult(model, run_dir, cfg, manifest, trainer.history, evaluation, timings, rank=dist.rank)
+
+
+def _check_resume(cfg: RunConfig) -> None:
+    """A resumed run computes what it was started with: refuse a config that would change that."""
+    if cfg.out is None:
+        cfg.out = str(Path("runs") / (Path(cfg.data.path).resolve().name or "data"))
+    run = rundir.resumable(cfg.out)
+    conflicts = config_conflicts(load_run_config(run.config), cfg)
+    if conflicts:
+        shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
+        raise ConfigError(f"cannot resume {run.path} with a different configuration: {shown}. Resume with the run's "
+                          f"own options (tlkit.finetune(..., resume=True) or `{resume_hint(cfg, run.path)}` reads "
+                          "them from config.yaml), or start a new run")
+    if not Path(cfg.data.path).is_dir():
+        raise DataError(f"dataset folder {cfg.data.path} does not exist or is not a folder. Check the path.")
 
 
 def first_trainable_group(backbone: backbones_mod.Backbone, stage: StageConfig) -> int:
@@ -276,14 +295,34 @@ def _check_stages_fit(cfg: RunConfig, backbone: backbones_mod.Backbone, device: 
 
 
 def _prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter, scanned: Manifest | None = None) -> Manifest:
-    splits_path = run_dir / "splits.json"
-    if cfg.resume and splits_path.is_file():
-        return Manifest.load(splits_path, root=str(Path(cfg.data.path).resolve()))
-    manifest = scanned if scanned is not None else _scan_data(cfg, reporter)
+    run = rundir.RunDir(run_dir)
+    if cfg.resume and run.splits.is_file():
+        manifest = Manifest.load(run.splits, root=str(Path(cfg.data.path).resolve()))
+        manifest = _without_missing(manifest, cfg, reporter, "resume")
+    else:
+        manifest = scanned if scanned is not None else _scan_data(cfg, reporter)
     if manifest.skipped:
-        atomic_write_text(run_dir / "skipped.json", json.dumps(manifest.skipped, indent=2, ensure_ascii=False))
-    manifest.save(splits_path)
+        atomic_write_text(run.skipped, json.dumps(manifest.skipped, indent=2))
+    manifest.save(run.splits)
     return manifest
+
+
+def _list_files(files: list[str], limit: int = 10) -> str:
+    return ", ".join(files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def _without_missing(manifest: Manifest, cfg: RunConfig, reporter: Reporter, when: str) -> Manifest:
+    """Files of the split that are gone from disk: an error naming them, or left out with --skip-bad."""
+    missing = [rel for split in manifest.splits.values() for rel, _ in split
+               if not os.path.isfile(os.path.join(manifest.root, *rel.split("/")))]
+    if not missing:
+        return manifest
+    if not cfg.data.skip_bad:
+        raise DataError(f"{len(missing)} image(s) of the run's split are missing from {manifest.root} ({when}): "
+                        f"{_list_files(missing)}. Put them back, or pass --skip-bad to leave them out "
+                        "(they are listed in the run directory's skipped.json)")
+    reporter.message(f"skipped {len(missing)} missing file(s): {_list_files(missing, 5)}")
+    return manifest.without(missing, "missing")
 
 
 def _scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
@@ -295,9 +334,9 @@ def _scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
         reporter.message(f"warning: {problem.message}")
     if report.bad_files:
         if not cfg.data.skip_bad:
-            listed = ", ".join(report.bad_files[:10]) + (f" and {len(report.bad_files) - 10} more" if len(report.bad_files) > 10 else "")
-            raise DataError(f"{len(report.bad_files)} unreadable image(s) in {cfg.data.path}: {listed}. "
-                            "Fix or remove them, or pass --skip-bad to leave them out (they are listed in the run directory)")
+            raise DataError(f"{len(report.bad_files)} unreadable image(s) in {cfg.data.path}: "
+                            f"{_list_files(report.bad_files)}. Fix or remove them, or pass --skip-bad to leave them "
+                            "out (they are listed in the run directory's skipped.json)")
         manifest = manifest.without(report.bad_files, "unreadable")
         reporter.message(f"skipped {len(report.bad_files)} unreadable file(s); class counts now: {manifest.counts('train')}")
     fatal = [p for p in report.errors if p.kind not in ("unreadable",)]
