@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from tlkit.cli import app
 from tlkit.compare import MIN_DISCORDANT, compare
 from tlkit.errors import ConfigError, DataError
+from tlkit.evaluate import evaluate_predictions
+from tlkit.report import write_report
 from tlkit.stats import paired_difference_interval
 
 CLASSES = ["a", "b"]
@@ -154,17 +156,23 @@ def test_compare_validates_its_options(tmp_path: Path) -> None:
 
 
 def test_runs_with_undecodable_file_names_are_matched(tmp_path: Path) -> None:
-    """A file named b"caf\\xe9_N.png" (not UTF-8) is 'caf\\udce9_N.png' in Python; predictions.csv
-    holds its bytes, and compare matches the images by those exact names."""
+    """A file named b"caf\xe9_N.png" (not UTF-8) is 'caf\udce9_N.png' in Python: both runs' reports
+    are written and compare matches the images by those exact names."""
     paths = [f"/data/test/caf\udce9_{i}.png" for i in range(60)]
+    y = np.arange(60) % 2
     right_a = np.arange(60) % 4 > 0
     right_b = np.arange(60) % 5 > 0
-    a = write_predictions(tmp_path / "a", right_a, paths=paths)
-    b = write_predictions(tmp_path / "b", right_b, paths=paths)
-    assert b"/data/test/caf\xe9_0.png" in (a / "predictions.csv").read_bytes()  # the file's own bytes
-    c = compare(a, b)
+    for name, right in (("a", right_a), ("b", right_b)):
+        probs = np.eye(2)[np.where(right, y, 1 - y)] * 0.8 + 0.1
+        write_report(evaluate_predictions(y, probs, CLASSES, paths=paths, n_bootstrap=0), tmp_path / name)
+    raw = (tmp_path / "a" / "predictions.csv").read_bytes()
+    assert b"/data/test/caf\xe9_0.png" in raw  # the file's own bytes
+    c = compare(tmp_path / "a", tmp_path / "b")
     assert c.n == 60
     assert c.accuracy_a == pytest.approx(right_a.mean()) and c.accuracy_b == pytest.approx(right_b.mean())
+    # a predictions.csv with such bytes written by something else is read the same way
+    write_predictions(tmp_path / "c", right_a, paths=paths)
+    assert compare(tmp_path / "a", tmp_path / "c").difference == 0
 
 
 def test_runs_on_different_images_are_refused(tmp_path: Path) -> None:

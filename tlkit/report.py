@@ -4,6 +4,12 @@ matplotlib is imported inside the functions that draw, so ``import tlkit`` stays
 written under fixed names; class names and paths only ever appear *inside* files (escaped in
 HTML), never in file names.
 
+File names that are not valid UTF-8 (a file named ``b"caf\\xe9.png"``, which Python holds as
+``"caf\\udce9.png"``) never break a report: the CSV files keep their bytes exactly
+(``surrogateescape``; read them back with ``encoding="utf-8", errors="surrogateescape"``),
+metrics.json writes them as ``\\udce9`` escapes (``json.load`` gives the same string back), and
+the HTML, the plots and the terminal show ``caf\\xe9.png`` (:func:`readable_text`).
+
 Example:
     >>> import numpy as np, tempfile
     >>> from tlkit.evaluate import evaluate_predictions
@@ -21,6 +27,7 @@ import html
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -86,9 +93,30 @@ def _short(name: str, limit: int = _MAX_TICK_CHARS) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+# Lone surrogates: what Python makes of bytes that are not UTF-8 in a file name (PEP 383).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_text(text: str) -> str:
+    """``text`` with undecodable bytes of a file name shown as ``\\xNN``, safe to print or encode.
+
+    >>> readable_text("caf\\udce9.png")
+    'caf\\\\xe9.png'
+    """
+    text = str(text)
+    if not _SURROGATE.search(text):
+        return text
+    # U+DC80..U+DCFF are escaped bytes (surrogateescape); any other lone surrogate as \udNNN
+    return _SURROGATE.sub(
+        lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
+        else f"\\u{ord(m.group()):04x}",
+        text,
+    )
+
+
 def _plain(text: str) -> str:
     # matplotlib treats paired "$" as mathtext; class names and paths must print literally.
-    return text.replace("$", r"\$")
+    return readable_text(text).replace("$", r"\$")
 
 
 def _confusion_figsize(n_classes: int) -> tuple[float, float]:
@@ -351,7 +379,7 @@ def write_report(
         written[name] = _atomic_write(out / name, data)
 
     metrics = {"title": title, "run": run_info, **result.to_dict()}
-    put("metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str).encode())
+    put("metrics.json", _json_bytes(metrics))
     put("per_class.csv", _csv_bytes(
         ["class", "precision", "recall", "f1", "support"],
         [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
@@ -381,7 +409,8 @@ def write_report(
     for name, data in images.items():
         put(name, data)
 
-    put("report.html", _report_html(result, title, run_info, images, gradcam=gradcam).encode())
+    # every text in the page went through _e (readable_text); "replace" only guards the encoder
+    put("report.html", _report_html(result, title, run_info, images, gradcam=gradcam).encode("utf-8", "replace"))
     return written
 
 
@@ -394,11 +423,26 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
 
 def _csv_bytes(header: list[Any], rows: list[list[Any]]) -> bytes:
+    """UTF-8 CSV; a file name's undecodable bytes are written back as they were (surrogateescape)."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+    text = buffer.getvalue()
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # a lone surrogate that is no escaped byte (not from a POSIX file name): keep the report,
+        # write it as \udNNN text
+        return text.encode("utf-8", "backslashreplace")
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    """Readable UTF-8 JSON; only lone surrogates (undecodable file names) become \\udNNN escapes,
+    which ``json.load`` turns back into the very same string."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode("utf-8")
 
 
 def _prediction_rows(result: EvalResult) -> tuple[list[str], list[list[Any]]]:
@@ -448,7 +492,7 @@ _CSS = """
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(readable_text(str(value)), quote=True)
 
 
 def _headline(result: EvalResult) -> list[tuple[str, str, str]]:
@@ -634,7 +678,9 @@ def print_summary(
     from rich.text import Text
 
     console = console or Console()
-    # Class names go in as Text, never as markup: "[bold]" in a folder name must print literally.
+    # Class names go in as Text, never as markup: "[bold]" in a folder name must print literally;
+    # and through readable_text, so an undecodable file name cannot break the terminal.
+    name = readable_text
     headline = Table(title="Evaluation", show_header=False, box=None, padding=(0, 2))
     for key, value, note in _headline(result):
         headline.add_row(key, Text(value, style="bold"), Text(note, style="dim"))
@@ -646,7 +692,7 @@ def print_summary(
         per_class.add_column(column, justify="right")
     for row in result.per_class:
         per_class.add_row(
-            Text(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+            Text(name(row["class"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
             f"{row['f1']:.3f}", str(row["support"]),
         )
     console.print(per_class)
@@ -654,14 +700,14 @@ def print_summary(
     if len(result.classes) <= max_matrix_classes:
         matrix = Table(title="Confusion matrix (rows = true, columns = predicted)")
         matrix.add_column("true \\ pred")
-        for name in result.classes:
-            matrix.add_column(Text(_short(name, 12)), justify="right")
-        for i, name in enumerate(result.classes):
+        for class_name in result.classes:
+            matrix.add_column(Text(_short(name(class_name), 12)), justify="right")
+        for i, class_name in enumerate(result.classes):
             cells = [
                 Text(str(v), style="bold green" if i == j else ("red" if v else "dim"))
                 for j, v in enumerate(result.confusion[i].tolist())
             ]
-            matrix.add_row(Text(_short(name, 30)), *cells)
+            matrix.add_row(Text(_short(name(class_name), 30)), *cells)
         console.print(matrix)
     else:
         console.print(
@@ -678,15 +724,15 @@ def print_summary(
         pairs.add_column("predicted as")
         pairs.add_column("count", justify="right")
         for true_name, pred_name, count in result.confused_pairs[:5]:
-            pairs.add_row(Text(true_name), Text(pred_name), str(count))
+            pairs.add_row(Text(name(true_name)), Text(name(pred_name)), str(count))
         console.print(pairs)
 
-    for name, files in result.unknown.items():
+    for class_name, files in result.unknown.items():
         line = Text("unknown class ", style="yellow")
-        line.append(name, style="bold yellow")
+        line.append(name(class_name), style="bold yellow")
         line.append(f": {len(files)} files not scored (the model has no such class)")
         console.print(line)
         for path in files[:5]:
-            console.print(Text(f"  {path}", style="dim"))
+            console.print(Text(f"  {name(path)}", style="dim"))
         if len(files) > 5:
             console.print(Text(f"  ... and {len(files) - 5} more", style="dim"))
