@@ -205,21 +205,30 @@ def plot_reliability(result: EvalResult, ax: Axes | None = None) -> Axes:
 
 
 def plot_per_class(result: EvalResult, ax: Axes | None = None) -> Axes:
-    """Draw per-class recall and F1 as horizontal bars, labelled with each class's support."""
+    """Draw per-class recall (with its interval) and F1 as horizontal bars, labelled with each
+    class's support."""
     n_classes = len(result.classes)
     if ax is None:
         ax = _new_axes(_per_class_figsize(n_classes))
     positions = np.arange(n_classes)
     recall = [row["recall"] for row in result.per_class]
     f1 = [row["f1"] for row in result.per_class]
-    ax.barh(positions - 0.2, recall, height=0.4, color="#4878b0", label="recall")
+    # a class without test images has no interval: no whisker
+    recall_err = np.array([
+        [0.0, 0.0] if row["recall_ci_low"] is None
+        else [row["recall"] - row["recall_ci_low"], row["recall_ci_high"] - row["recall"]]
+        for row in result.per_class
+    ]).T.clip(min=0.0)
+    ax.barh(positions - 0.2, recall, height=0.4, color="#4878b0",
+            label=f"recall ({result.ci_level:.0%} CI)", xerr=recall_err,
+            error_kw={"ecolor": "#1f3550", "elinewidth": 0.8, "capsize": 2})
     ax.barh(positions + 0.2, f1, height=0.4, color="#e08a3c", label="F1")
     labels = [
         _plain(f"{_short(row['class'])} (n={row['support']})") for row in result.per_class
     ]
     ax.set_yticks(positions, labels, fontsize=9 if n_classes <= 30 else 7)
     ax.set_ylim(n_classes - 0.5, -0.5)  # first class at the top, as in the tables
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 1.02)  # room for the caps of whiskers that end at 1
     ax.axvline(result.balanced_accuracy, color="gray", linestyle=":", linewidth=1,
                label=f"balanced accuracy {result.balanced_accuracy:.3f}")
     ax.set_xlabel("Score")
@@ -380,10 +389,9 @@ def write_report(
 
     metrics = {"title": title, "run": run_info, **result.to_dict()}
     put("metrics.json", _json_bytes(metrics))
+    columns = list(result.per_class[0])  # every row has the same keys; an empty bound is blank
     put("per_class.csv", _csv_bytes(
-        ["class", "precision", "recall", "f1", "support"],
-        [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
-         for r in result.per_class],
+        columns, [["" if r[c] is None else r[c] for c in columns] for r in result.per_class],
     ))
     put("confusion_matrix.csv", _csv_bytes(
         ["true \\ predicted", *result.classes],
@@ -487,7 +495,8 @@ _CSS = """
 .tlkit .cm th.col { white-space: nowrap; font-size: 12px; }
 .tlkit .pair { display: flex; gap: 12px; align-items: flex-start; }
 .tlkit .pair img { max-width: calc(50% - 6px); }
-.tlkit .warn { background: #fff4e5; border: 1px solid #f0b45a; padding: 8px 12px; }
+.tlkit .warn { background: #fff4e5; border: 1px solid #f0b45a; padding: 8px 12px; margin: 12px 0; }
+.tlkit td.ci { color: #555; white-space: nowrap; }
 """
 
 
@@ -495,16 +504,26 @@ def _e(value: Any) -> str:
     return html.escape(readable_text(str(value)), quote=True)
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _row_interval(row: dict[str, Any], metric: str) -> str:
+    lo, hi = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    return "no data" if lo is None else _interval((lo, hi))
+
+
 def _headline(result: EvalResult) -> list[tuple[str, str, str]]:
     """(metric, value, interval or note) rows shared by the HTML and the terminal summary."""
     level = f"{result.ci_level:.0%} CI"
 
-    def ci(interval: tuple[float, float] | None) -> str:
-        return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}] {level}"
+    def ci(interval: tuple[float, float] | None, method: str | None) -> str:
+        return "" if interval is None else f"{_interval(interval)} {level}, {method}"
 
     rows = [
-        ("accuracy", f"{result.accuracy:.3f}", ci(result.accuracy_ci)),
-        ("balanced accuracy", f"{result.balanced_accuracy:.3f}", ci(result.balanced_accuracy_ci)),
+        ("accuracy", f"{result.accuracy:.3f}", ci(result.accuracy_ci, result.accuracy_ci_method)),
+        ("balanced accuracy", f"{result.balanced_accuracy:.3f}",
+         ci(result.balanced_accuracy_ci, result.balanced_accuracy_ci_method)),
         ("macro F1", f"{result.f1_macro:.3f}", f"weighted F1 {result.f1_weighted:.3f}"),
     ]
     rows += [(f"top-{k} accuracy", f"{v:.3f}", "") for k, v in result.top_k.items() if k > 1]
@@ -523,14 +542,20 @@ def _cards_html(result: EvalResult) -> str:
 
 
 def _per_class_html(result: EvalResult) -> str:
+    level = f"{result.ci_level:.0%} CI"
     rows = "".join(
         f'<tr><td class="name">{_e(r["class"])}</td><td>{r["precision"]:.3f}</td>'
-        f'<td>{r["recall"]:.3f}</td><td>{r["f1"]:.3f}</td><td>{r["support"]}</td></tr>'
+        f'<td class="ci">{_row_interval(r, "precision")}</td><td>{r["recall"]:.3f}</td>'
+        f'<td class="ci">{_row_interval(r, "recall")}</td><td>{r["f1"]:.3f}</td>'
+        f'<td>{r["support"]}</td><td>{r["predicted"]}</td></tr>'
         for r in result.per_class
     )
     return (
-        '<table><tr><th class="name">class</th><th>precision</th><th>recall</th><th>F1</th>'
-        f"<th>support</th></tr>{rows}</table>"
+        '<table><tr><th class="name">class</th><th>precision</th>'
+        f"<th>{level}</th><th>recall</th><th>{level}</th><th>F1</th>"
+        f"<th>support</th><th>predicted</th></tr>{rows}</table>"
+        f'<p class="muted">Intervals: {_e(result.per_class_ci_method)} (recall out of the support, '
+        "precision out of the images predicted as the class).</p>"
     )
 
 
@@ -686,13 +711,20 @@ def print_summary(
         headline.add_row(key, Text(value, style="bold"), Text(note, style="dim"))
     console.print(headline)
 
-    per_class = Table(title="Per class")
+    level = f"{result.ci_level:.0%} CI"
+    per_class = Table(title=Text(f"Per class (in brackets: {level}, {result.per_class_ci_method})"))
     per_class.add_column("class")
     for column in ("precision", "recall", "F1", "support"):
-        per_class.add_column(column, justify="right")
+        per_class.add_column(column, justify="right", no_wrap=True)
+
+    def with_interval(row: dict[str, Any], metric: str) -> Text:
+        cell = Text(f"{row[metric]:.3f} ")
+        cell.append(_row_interval(row, metric), style="dim")
+        return cell
+
     for row in result.per_class:
         per_class.add_row(
-            Text(name(row["class"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+            Text(name(row["class"])), with_interval(row, "precision"), with_interval(row, "recall"),
             f"{row['f1']:.3f}", str(row["support"]),
         )
     console.print(per_class)
