@@ -19,7 +19,13 @@ from sklearn.metrics import (
 )
 
 from tlkit.errors import ConfigError, DataError
-from tlkit.evaluate import EvalResult, evaluate_predictions
+from tlkit.evaluate import (
+    MAX_CI_WIDTH,
+    MIN_CLASS_SUPPORT,
+    MIN_TEST_IMAGES,
+    EvalResult,
+    evaluate_predictions,
+)
 from tlkit.stats import exact_interval, wilson_interval
 
 
@@ -116,6 +122,7 @@ def test_absent_class_keeps_its_row_and_column() -> None:
     assert c["recall_ci_low"] is None and c["recall_ci_high"] is None
     assert c["predicted"] == 1 and c["precision_ci_low"] == 0.0
     assert c["precision_ci_high"] == pytest.approx(0.975)
+    assert any("no test images ('c')" in w for w in r.warnings)
 
 
 def test_accuracy_ci_coverage() -> None:
@@ -224,6 +231,76 @@ def test_per_class_recall_and_precision_have_exact_intervals() -> None:
     assert "90% CI, clopper-pearson" in r.summary_text()
     recall_row = next(line for line in r.summary_text().splitlines() if line.startswith("class_0"))
     assert f"[{r.per_class[0]['recall_ci_low']:.3f}, {r.per_class[0]['recall_ci_high']:.3f}]" in recall_row
+
+
+def test_a_small_test_set_warns() -> None:
+    y, p = predictions_with(np.ones(18, bool))
+    r = evaluate_predictions(y, p, ["a", "b"], n_bootstrap=200)
+    assert any("only 18 test images" in w and str(MIN_TEST_IMAGES) in w for w in r.warnings)
+    assert any("balanced accuracy" in w and "wide" in w for w in r.warnings)  # the Bonferroni fallback
+    assert r.to_dict()["warnings"] == r.warnings
+    assert all(f"warning: {w}" in r.summary_text() for w in r.warnings)
+
+
+def test_a_rare_class_and_a_wide_interval_warn() -> None:
+    # 40 images at about 60% accuracy: the exact interval is about 0.3 wide; class c has 3 images
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 18 + [2, 2, 2] + [0])
+    right = rng.random(len(y)) < 0.6
+    r = evaluate_predictions(y, np.eye(3)[np.where(right, y, (y + 1) % 3)], ["a", "b", "c"])
+    assert r.n >= MIN_TEST_IMAGES and not any("test images (fewer than" in w for w in r.warnings)
+    assert any(f"fewer than {MIN_CLASS_SUPPORT}" in w and "'c' (3)" in w for w in r.warnings)
+    width = r.accuracy_ci[1] - r.accuracy_ci[0]
+    assert width > MAX_CI_WIDTH
+    assert any(f"interval of accuracy is {width:.2f} wide" in w for w in r.warnings)
+
+
+def test_a_large_clean_test_set_does_not_warn() -> None:
+    y, p = random_predictions(2000, 4, 9, skill=3.0)
+    r = evaluate_predictions(y, p, names(4), n_bootstrap=200)
+    assert r.warnings == [] and r.to_dict()["warnings"] == []
+    assert "warning" not in r.summary_text()
+
+
+def test_ece_hand_computed() -> None:
+    # Five predictions, top-1 confidence and whether they are right:
+    #   0.95 right, 0.95 wrong  -> bin (14/15, 1]:   count 2, conf 0.95, acc 0.5, gap 0.45
+    #   0.60 right, 0.60 right  -> bin (8/15, 9/15]: count 2, conf 0.60, acc 1.0, gap 0.40
+    #   0.45 wrong              -> bin (6/15, 7/15]: count 1, conf 0.45, acc 0.0, gap 0.45
+    # ECE = 2/5 * 0.45 + 2/5 * 0.40 + 1/5 * 0.45 = 0.18 + 0.16 + 0.09 = 0.43
+    probs = np.array(
+        [[0.95, 0.05, 0.0], [0.95, 0.05, 0.0], [0.6, 0.4, 0.0], [0.4, 0.6, 0.0], [0.45, 0.3, 0.25]]
+    )
+    y = np.array([0, 1, 0, 1, 2])
+    r = evaluate_predictions(y, probs, ["a", "b", "c"], n_bootstrap=0)
+    assert r.ece == pytest.approx(0.43)
+    filled = {round(b["upper"] * 15): b for b in r.reliability if b["count"]}
+    assert sorted(filled) == [7, 9, 15]
+    assert filled[15]["count"] == 2 and filled[15]["accuracy"] == pytest.approx(0.5)
+    assert filled[9]["confidence"] == pytest.approx(0.6)
+    assert len(r.reliability) == 15
+    assert sum(b["count"] for b in r.reliability) == 5
+
+
+def test_confused_pairs_and_misclassified_order() -> None:
+    classes = ["ant", "bee", "cat"]
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    pred = [1, 1, 0, 0, 1, 1, 1, 2]
+    conf = [0.6, 0.9, 0.8, 0.7, 0.8, 0.95, 0.6, 0.9]
+    probs = np.zeros((8, 3))
+    for i, (k, c) in enumerate(zip(pred, conf)):
+        probs[i] = (1 - c) / 2
+        probs[i, k] = c
+    r = evaluate_predictions(y, probs, classes, paths=[f"f{i}.png" for i in range(8)])
+    # ant->bee 2 and cat->bee 2 tie on count: sorted by name; bee->ant 1 last.
+    assert r.confused_pairs == [("ant", "bee", 2), ("cat", "bee", 2), ("bee", "ant", 1)]
+    # Worst first: highest confidence in the wrong class; equal confidence keeps row order.
+    assert [m["index"] for m in r.misclassified] == [5, 1, 3, 0, 6]
+    worst = r.misclassified[0]
+    assert worst == {
+        "index": 5, "path": "f5.png", "true": "cat", "pred": "bee",
+        "confidence": pytest.approx(0.95), "prob_true": pytest.approx(0.025),
+    }
 
 
 def test_unknown_is_kept_and_reported() -> None:

@@ -134,6 +134,27 @@ def test_report_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "clopper-pearson" in page
 
 
+def test_warnings_are_shown_in_a_box(tmp_path: Path) -> None:
+    small = make_result(3, 20)  # 20 images: too few
+    assert small.warnings
+    page = write_report(small, tmp_path / "small")["report.html"].read_text(encoding="utf-8")
+    box = page[page.index('<div class="warn" role="alert">'):]
+    box = box[: box.index("</div>")]
+    for warning in small.warnings:
+        assert html.escape(warning, quote=True) in box
+    assert '<div class="warn" role="alert">' in small._repr_html_()
+    console = Console(record=True, width=200)
+    print_summary(small, console)
+    text = console.export_text()
+    assert all(f"warning: {w}" in " ".join(text.split()) for w in small.warnings)
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    large = evaluate_predictions(y, np.eye(3)[y] * 0.9 + 0.1 / 3, ["a", "b", "c"], n_bootstrap=100)
+    assert large.warnings == []
+    assert 'role="alert"' not in write_report(large, tmp_path / "large")["report.html"].read_text(encoding="utf-8")
+
+
 def test_report_with_undecodable_file_and_class_names(tmp_path: Path) -> None:
     """A file named b"caf\xe9.png" is 'caf\udce9.png' in Python: every output works; the CSV and
     JSON give the very same string back; the HTML and the terminal show caf\xe9.png."""

@@ -7,7 +7,7 @@ absent from the test set still has its row and column in the confusion matrix.
 Intervals (see :func:`evaluate_predictions` for why each method): accuracy, per-class recall and
 per-class precision get Clopper-Pearson intervals; balanced accuracy a percentile bootstrap, or,
 when the bootstrap collapses, an interval built from the per-class exact bounds. No interval is
-ever of zero width.
+ever of zero width. ``EvalResult.warnings`` says when the test set is too small to conclude much.
 
 Example:
     >>> import numpy as np
@@ -45,6 +45,15 @@ ECE_BINS = 15
 TOP_K = (1, 3, 5)
 # Rows of a 1e-3 tolerance: float16/float32 softmax outputs do not sum to exactly 1.
 _PROB_SUM_TOLERANCE = 1e-3
+# When to warn that the test set is too small to conclude much (EvalResult.warnings):
+#: fewer test images than this: every number is rough (at 30 images one mistake moves accuracy 3 points)
+MIN_TEST_IMAGES = 30
+#: a class with fewer test images than this: its recall and precision say almost nothing
+#: (4 of 4 right still only bounds its recall above 0.40 at 95%)
+MIN_CLASS_SUPPORT = 5
+#: an accuracy or balanced-accuracy interval wider than this: the test set cannot tell models
+#: apart that differ by less (a 0.2-wide interval is what about 100 images at 50% accuracy give)
+MAX_CI_WIDTH = 0.2
 # How many of the worst mistakes ``to_dict`` keeps (metrics.json stays small; predictions.csv has all).
 _WORST_IN_DICT = 20
 
@@ -59,7 +68,9 @@ class EvalResult:
     flat dicts with the same keys in every row (``class``, ``precision``, ``recall``, ``f1``,
     ``support``, ``precision_ci_low``, ``precision_ci_high``, ``recall_ci_low``,
     ``recall_ci_high``, ``predicted``; a bound is ``None`` where its denominator is 0), so
-    ``pd.DataFrame(result.per_class)`` is a table with one row per class.
+    ``pd.DataFrame(result.per_class)`` is a table with one row per class. ``warnings`` lists,
+    in words, why the numbers may not support a conclusion (too few images, a rare class, a
+    wide interval); it is empty when none applies.
     """
 
     classes: list[str]
@@ -92,6 +103,7 @@ class EvalResult:
     n_bootstrap: int
     ci_level: float
     seed: int
+    warnings: list[str]
 
     @property
     def n(self) -> int:
@@ -137,10 +149,11 @@ class EvalResult:
             "n_bootstrap": self.n_bootstrap,
             "ci_level": self.ci_level,
             "seed": self.seed,
+            "warnings": list(self.warnings),
         }
 
     def summary_text(self) -> str:
-        """A plain multi-line summary (headline metrics, per-class table, top confusions).
+        """A plain multi-line summary (warnings, headline metrics, per-class table, top confusions).
 
         Class names and paths that are not valid text (undecodable file names) are shown with
         ``\\xNN`` escapes, so the summary can always be printed.
@@ -148,7 +161,8 @@ class EvalResult:
         from tlkit.report import readable_text as readable
 
         level = f"{self.ci_level:.0%} CI"
-        lines = [
+        lines = [f"warning: {w}" for w in self.warnings]
+        lines += [
             f"n = {self.n}, {len(self.classes)} classes",
             f"accuracy           {_fmt_ci(self.accuracy, self.accuracy_ci)}  "
             f"({level}, {self.accuracy_ci_method})",
@@ -255,12 +269,17 @@ def evaluate_predictions(
       of those hold together with probability at least ``ci_level``, so their mean bounds the
       balanced accuracy at least that often (method ``per-class-clopper-pearson-bonferroni``).
 
+    ``warnings`` (see :data:`MIN_TEST_IMAGES`, :data:`MIN_CLASS_SUPPORT`, :data:`MAX_CI_WIDTH`)
+    says when the test set is too small to conclude much.
+
     Example:
         >>> r = evaluate_predictions([0, 1], np.eye(2), ["a", "b"], n_bootstrap=0)
         >>> r.accuracy, [round(v, 3) for v in r.accuracy_ci], r.accuracy_ci_method
         (1.0, [0.158, 1.0], 'clopper-pearson')
         >>> r.balanced_accuracy_ci is None
         True
+        >>> r.warnings[0]
+        'only 2 test images (fewer than 30): every number here is rough; score more images before concluding anything'
     """
     class_list, labels, probs_arr, path_list = _validate(
         y_true, probs, classes, paths, n_bootstrap, ci_level, seed
@@ -370,6 +389,7 @@ def evaluate_predictions(
         n_bootstrap=n_bootstrap,
         ci_level=ci_level,
         seed=seed,
+        warnings=_warnings(class_list, support, accuracy_ci, balanced_ci, ci_level),
     )
 
 
@@ -492,6 +512,49 @@ def _bound(value: float) -> float | None:
 def _row_ci(row: dict[str, Any], metric: str) -> tuple[float, float] | None:
     lo, hi = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
     return None if lo is None else (lo, hi)
+
+
+def _warnings(
+    classes: list[str],
+    support: np.ndarray,
+    accuracy_ci: tuple[float, float],
+    balanced_ci: tuple[float, float] | None,
+    level: float,
+) -> list[str]:
+    """Why the numbers may not support a conclusion, in words (thresholds: the module constants).
+
+    Class names appear as ``repr`` gives them, so an undecodable folder name is escaped and the
+    warning can always be printed or encoded.
+    """
+    out = []
+    n = int(support.sum())
+    if n < MIN_TEST_IMAGES:
+        out.append(
+            f"only {n} test images (fewer than {MIN_TEST_IMAGES}): every number here is rough; "
+            "score more images before concluding anything"
+        )
+    absent = [classes[i] for i in np.flatnonzero(support == 0)]
+    if absent:
+        shown = ", ".join(repr(c) for c in absent[:5]) + (", ..." if len(absent) > 5 else "")
+        out.append(
+            f"{len(absent)} class{'es have' if len(absent) > 1 else ' has'} no test images ({shown}): "
+            "recall is undefined there (shown as 0) and left out of balanced accuracy"
+        )
+    rare = [i for i in np.flatnonzero((support > 0) & (support < MIN_CLASS_SUPPORT))]
+    if rare:
+        shown = ", ".join(f"{classes[i]!r} ({int(support[i])})" for i in rare[:5])
+        out.append(
+            f"{len(rare)} class{'es have' if len(rare) > 1 else ' has'} fewer than {MIN_CLASS_SUPPORT} "
+            f"test images ({shown}{', ...' if len(rare) > 5 else ''}): their recall and precision say "
+            "almost nothing (see their intervals)"
+        )
+    for name, ci in (("accuracy", accuracy_ci), ("balanced accuracy", balanced_ci)):
+        if ci is not None and ci[1] - ci[0] > MAX_CI_WIDTH:
+            out.append(
+                f"the {level:.0%} interval of {name} is {ci[1] - ci[0]:.2f} wide (more than "
+                f"{MAX_CI_WIDTH}): differences smaller than that cannot be told from noise on this test set"
+            )
+    return out
 
 
 def _calibration(

@@ -541,6 +541,16 @@ def _cards_html(result: EvalResult) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
+def _warnings_html(result: EvalResult) -> str:
+    if not result.warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in result.warnings)
+    return (
+        '<div class="warn" role="alert"><b>Too little data to conclude much:</b>'
+        f"<ul>{items}</ul></div>"
+    )
+
+
 def _per_class_html(result: EvalResult) -> str:
     level = f"{result.ci_level:.0%} CI"
     rows = "".join(
@@ -589,7 +599,7 @@ def _confusion_html(result: EvalResult) -> str:
 def result_html(result: EvalResult) -> str:
     """HTML fragment for Jupyter: headline metrics with CIs, per-class and confusion tables."""
     return (
-        f'<div class="tlkit"><style>{_CSS}</style>'
+        f'<div class="tlkit"><style>{_CSS}</style>{_warnings_html(result)}'
         f"{_cards_html(result)}<h4>Per class</h4>{_per_class_html(result)}"
         f"<h4>Confusion matrix (rows = true, columns = predicted)</h4>"
         f"{_confusion_html(result)}</div>"
@@ -619,6 +629,7 @@ def _report_html(
             for k, v in run_info.items()
         )
         parts.append(f"<table>{rows}</table>")
+    parts.append(_warnings_html(result))
     parts.append(_cards_html(result))
     if result.unknown:
         items = "".join(
@@ -706,6 +717,8 @@ def print_summary(
     # Class names go in as Text, never as markup: "[bold]" in a folder name must print literally;
     # and through readable_text, so an undecodable file name cannot break the terminal.
     name = readable_text
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="bold yellow"))
     headline = Table(title="Evaluation", show_header=False, box=None, padding=(0, 2))
     for key, value, note in _headline(result):
         headline.add_row(key, Text(value, style="bold"), Text(note, style="dim"))
