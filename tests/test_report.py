@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -78,12 +80,20 @@ def test_write_report_files_and_contents(tmp_path: Path) -> None:
     assert metrics["run"]["backbone"] == "test_resnet"
     assert metrics["unknown"] == {"new <class>": ["u/1.jpg"]}
 
+    assert metrics["accuracy_ci_method"] == "clopper-pearson"
+    assert metrics["per_class"][0]["recall_ci_low"] == pytest.approx(result.per_class[0]["recall_ci_low"])
+
     per_class = read_csv(out / "per_class.csv")
-    assert per_class[0] == ["class", "precision", "recall", "f1", "support"]
+    # the old columns first, in their old order; the intervals and the predicted count after them
+    assert per_class[0] == ["class", "precision", "recall", "f1", "support", "precision_ci_low",
+                            "precision_ci_high", "recall_ci_low", "recall_ci_high", "predicted"]
     for row, expected in zip(per_class[1:], result.per_class):
         assert row[0] == expected["class"]
         assert float(row[3]) == pytest.approx(expected["f1"])
         assert int(row[4]) == expected["support"]
+        assert float(row[7]) == pytest.approx(expected["recall_ci_low"])
+        assert float(row[8]) == pytest.approx(expected["recall_ci_high"])
+        assert int(row[9]) == expected["predicted"]
 
     matrix = read_csv(out / "confusion_matrix.csv")
     assert matrix[0][1:] == result.classes
@@ -118,6 +128,85 @@ def test_report_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert "<img src=x>" not in page and "Run &lt;b&gt;1&lt;/b&gt;" in page
     assert "élan ✓" in page
     assert "new &lt;class&gt;" in page
+    # per-class intervals in the table, the method named
+    first = result.per_class[0]
+    assert f"[{first['recall_ci_low']:.3f}, {first['recall_ci_high']:.3f}]" in page
+    assert "clopper-pearson" in page
+
+
+def test_warnings_are_shown_in_a_box(tmp_path: Path) -> None:
+    small = make_result(3, 20)  # 20 images: too few
+    assert small.warnings
+    page = write_report(small, tmp_path / "small")["report.html"].read_text(encoding="utf-8")
+    box = page[page.index('<div class="warn" role="alert">'):]
+    box = box[: box.index("</div>")]
+    for warning in small.warnings:
+        assert html.escape(warning, quote=True) in box
+    assert '<div class="warn" role="alert">' in small._repr_html_()
+    console = Console(record=True, width=200)
+    print_summary(small, console)
+    text = console.export_text()
+    assert all(f"warning: {w}" in " ".join(text.split()) for w in small.warnings)
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    large = evaluate_predictions(y, np.eye(3)[y] * 0.9 + 0.1 / 3, ["a", "b", "c"], n_bootstrap=100)
+    assert large.warnings == []
+    assert 'role="alert"' not in write_report(large, tmp_path / "large")["report.html"].read_text(encoding="utf-8")
+
+
+def test_report_with_undecodable_file_and_class_names(tmp_path: Path) -> None:
+    """A file named b"caf\xe9.png" is 'caf\udce9.png' in Python: every output works; the CSV and
+    JSON give the very same string back; the HTML and the terminal show caf\xe9.png."""
+    n = 40
+    rng = np.random.default_rng(3)
+    y = np.arange(n) % 3
+    probs = rng.dirichlet(np.ones(3), n)
+    paths = [f"/data/test/caf\udce9 {i}.png" for i in range(n)]  # no such files: the gallery copes
+    real = tmp_path / "caf\udce9 real.png"  # and one that exists, on disk as b"caf\xe9 real.png"
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(real)
+    assert os.fsencode(real).endswith(b"caf\xe9 real.png")
+    classes = ["ok", "d\udcfcsseldorf", "\udc80bad"]
+    worst = int(np.argmax(np.where(probs.argmax(axis=1) != y, probs.max(axis=1), 0)))
+    paths[worst] = str(real)
+    result = evaluate_predictions(y, probs, classes, paths=paths, n_bootstrap=50,
+                                  unknown={"\udce9t\udce9": ["/data/test/\udce9t\udce9/x\udcff.png"]})
+    assert result.misclassified[0]["path"] == str(real)
+    figure = plot_misclassified(result, max_images=2)
+    assert figure.axes[0].get_images()[0].get_array().shape == (8, 8, 3)  # the real file, loaded
+    assert "caf\\xe9 real.png" in [t.get_text() for t in figure.axes[0].texts]
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    out = tmp_path / "report"
+    written = write_report(result, out, extra={"run_dir": Path("/runs/caf\udce9")})
+    assert set(written) == EXPECTED_FILES
+
+    with (out / "predictions.csv").open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        rows = list(csv.reader(handle))
+    assert [r[1] for r in rows[1:]] == paths
+    assert b"/data/test/caf\xe9 0.png" in (out / "predictions.csv").read_bytes()
+    with (out / "per_class.csv").open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        assert [r[0] for r in list(csv.reader(handle))[1:]] == classes
+
+    raw = (out / "metrics.json").read_bytes()
+    raw.decode("utf-8")  # valid UTF-8, the surrogates escaped
+    assert b"\\udce9" in raw
+    metrics = json.loads(raw)
+    assert metrics["classes"] == classes
+    assert [m["path"] for m in metrics["misclassified_worst"]] == [m["path"] for m in result.misclassified[:20]]
+    assert metrics["unknown"] == result.unknown
+    assert metrics["run"]["run_dir"] == "/runs/caf\udce9"
+
+    page = (out / "report.html").read_text(encoding="utf-8")  # strict: valid UTF-8
+    assert "caf\\xe9 " in page and "d\\xfcsseldorf" in page and "\\xe9t\\xe9" in page
+
+    console = Console(record=True, width=200)
+    print_summary(result, console)
+    text = console.export_text()
+    text.encode("utf-8")  # printable: no lone surrogates reach the terminal
+    assert "d\\xfcsseldorf" in text and "\\xe9t\\xe9" in text
+    result.summary_text().encode("utf-8")
 
 
 @pytest.mark.parametrize("n_classes", [2, 50])

@@ -4,8 +4,10 @@ Two runs' accuracies each carry a confidence interval of several points on a few
 images, so their intervals overlap even when one model is reliably better. Scoring both on the
 *same* images allows a paired test, which is far sharper: only the images where the two models
 disagree carry information. :func:`compare` reports the accuracy difference with a paired
-bootstrap interval and McNemar's exact test on the discordant images, and calls a difference clear
-only when both agree.
+interval and McNemar's exact test on the discordant images, and calls a difference clear only when
+both agree. The interval is a paired bootstrap when there are enough disagreements for it, and
+Newcombe's paired score interval otherwise (see :func:`compare`), so it is never ``[0, 0]``.
+``Comparison.warnings`` says when there are too few disagreements to tell the runs apart.
 
 >>> # c = tlkit.compare("runs/probe", "runs/default")
 >>> # c.difference, c.difference_ci, c.p_value, c.verdict
@@ -20,15 +22,31 @@ from pathlib import Path
 
 import numpy as np
 
+from tlkit import stats
 from tlkit._callable import make_module_callable
-from tlkit.errors import DataError
+from tlkit.errors import ConfigError, DataError
 
 PREDICTIONS = "predictions.csv"
+
+#: Fewer images where the two runs disagree than this: too few disagreements to tell the runs
+#: apart (and the bootstrap of so few is too optimistic: Newcombe's interval is used instead).
+#: With 9 disagreements only a split of 8 to 1 or more lopsided gets McNemar p below 0.05.
+MIN_DISCORDANT = 10
+#: Fewer paired images than this: every number is rough (same threshold as tlkit.evaluate).
+MIN_PAIRED_IMAGES = 30
+#: An interval of B - A wider than this: the test set cannot resolve smaller differences.
+MAX_DIFFERENCE_CI_WIDTH = 0.2
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Model B against model A on the same ``n`` images; ``difference`` is B's accuracy minus A's."""
+    """Model B against model A on the same ``n`` images; ``difference`` is B's accuracy minus A's.
+
+    ``difference_ci`` is a ``(low, high)`` tuple at ``ci_level``, made by the method that
+    ``difference_ci_method`` names (``percentile-bootstrap`` or ``newcombe-paired-score``, see
+    :mod:`tlkit.stats`). ``warnings`` lists, in words, why the comparison may not support a
+    conclusion; it is empty when none applies.
+    """
 
     a: str
     b: str
@@ -37,11 +55,13 @@ class Comparison:
     accuracy_b: float
     difference: float
     difference_ci: tuple[float, float]
+    difference_ci_method: str
     only_a_right: int
     only_b_right: int
     p_value: float
     ci_level: float
     n_bootstrap: int
+    warnings: tuple[str, ...] = ()
 
     @property
     def interval_excludes_zero(self) -> bool:
@@ -69,6 +89,7 @@ class Comparison:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["difference_ci"] = list(self.difference_ci)
+        d["warnings"] = list(self.warnings)
         d["significant"] = self.significant
         d["verdict"] = self.verdict
         return d
@@ -86,8 +107,12 @@ def predictions_file(path: str | os.PathLike) -> Path:
 
 
 def _read(path: Path) -> dict[str, tuple[str, bool]]:
-    """path of each image -> (true label, whether the prediction was right)."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    """path of each image -> (true label, whether the prediction was right).
+
+    Read as tlkit.report writes it: UTF-8, with the undecodable bytes of a file name kept as
+    they are (surrogateescape), so such a path is the same string in both runs' files.
+    """
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "true", "pred"} - set(reader.fieldnames or ())
         if missing:
@@ -106,10 +131,24 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
 
     Both must have been scored on the same images (matched by path) with the same labels, as two
     runs on the same split folders or the same ``--seed`` and fractions are.
+
+    The interval of B - A: a percentile bootstrap over ``n_bootstrap`` paired resamples of the
+    images when the runs disagree on at least :data:`MIN_DISCORDANT` images; otherwise (and when
+    ``n_bootstrap`` is 0, or the bootstrap comes out of zero width) Newcombe's hybrid score
+    interval for paired proportions (Newcombe 1998, method 10; :func:`tlkit.stats.paired_difference_interval`),
+    which stays of positive width even with no disagreement at all, where the bootstrap gives
+    [0, 0]. McNemar's exact test (a two-sided binomial test on the discordant images) gives
+    ``p_value``; 1 when there are none.
+
+    >>> # c = compare("runs/probe", "runs/default"); c.difference_ci, c.difference_ci_method, c.warnings
     """
     from scipy.stats import binomtest
 
-    from tlkit.evaluate import _BOOTSTRAP_CHUNK, _percentile_ci
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
+        raise ConfigError(f"n_bootstrap: expected an integer >= 0 (0: Newcombe's interval only), got {n_bootstrap!r}.")
+    ci_level = stats.check_level(ci_level, "ci_level")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}.")
 
     file_a, file_b = predictions_file(a), predictions_file(b)
     rows_a, rows_b = _read(file_a), _read(file_b)
@@ -127,20 +166,37 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
     right_b = np.array([rows_b[p][1] for p in paths], dtype=np.float64)
     n = len(paths)
     delta = right_b - right_a
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_bootstrap)
-    chunk = max(1, _BOOTSTRAP_CHUNK // n)
-    for start in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - start)
-        boots[start:start + size] = delta[rng.integers(0, n, size=(size, n))].mean(axis=1)
-    lo, hi = _percentile_ci(boots, ci_level)
     only_a = int(((right_a == 1) & (right_b == 0)).sum())
     only_b = int(((right_a == 0) & (right_b == 1)).sum())
+    both = int(((right_a == 1) & (right_b == 1)).sum())
     discordant = only_a + only_b
+    interval, method = None, stats.BOOTSTRAP
+    if n_bootstrap > 0 and discordant >= MIN_DISCORDANT:
+        boots = stats.bootstrap_means(delta, n_bootstrap, np.random.default_rng(seed))
+        interval = stats.percentile_interval(boots, level=ci_level)
+    if interval is None or stats.is_degenerate(interval):
+        interval = stats.paired_difference_interval(both, only_b, only_a, n - both - discordant, level=ci_level)
+        method = stats.NEWCOMBE_PAIRED
     p_value = float(binomtest(only_b, discordant, 0.5).pvalue) if discordant else 1.0
     return Comparison(a=str(a), b=str(b), n=n, accuracy_a=float(right_a.mean()), accuracy_b=float(right_b.mean()),
-                      difference=float(delta.mean()), difference_ci=(lo, hi), only_a_right=only_a,
-                      only_b_right=only_b, p_value=p_value, ci_level=ci_level, n_bootstrap=n_bootstrap)
+                      difference=float(delta.mean()), difference_ci=interval, difference_ci_method=method,
+                      only_a_right=only_a, only_b_right=only_b, p_value=p_value, ci_level=ci_level,
+                      n_bootstrap=n_bootstrap, warnings=_warnings(n, discordant, interval, ci_level))
+
+
+def _warnings(n: int, discordant: int, interval: tuple[float, float], level: float) -> tuple[str, ...]:
+    """Why the comparison may not support a conclusion (thresholds: the module constants)."""
+    out = []
+    if discordant < MIN_DISCORDANT:
+        out.append(f"only {discordant} image{'' if discordant == 1 else 's'} where the runs disagree (fewer than "
+                   f"{MIN_DISCORDANT}): too few disagreements to tell the runs apart")
+    if n < MIN_PAIRED_IMAGES:
+        out.append(f"only {n} images scored by both (fewer than {MIN_PAIRED_IMAGES}): every number here is rough")
+    width = interval[1] - interval[0]
+    if width > MAX_DIFFERENCE_CI_WIDTH:
+        out.append(f"the {level:.0%} interval of B - A is {width:.2f} wide (more than {MAX_DIFFERENCE_CI_WIDTH}): "
+                   "differences smaller than that cannot be told from noise on these images")
+    return tuple(out)
 
 
 make_module_callable(__name__, compare)  # tlkit.compare(...) works even once this module is imported

@@ -4,6 +4,11 @@ Compute only: nothing here plots or writes files (that is ``tlkit.report``). Eve
 number scikit-learn gives, always computed over the model's *full* class list, so a class that is
 absent from the test set still has its row and column in the confusion matrix.
 
+Intervals (see :func:`evaluate_predictions` for why each method): accuracy, per-class recall and
+per-class precision get Clopper-Pearson intervals; balanced accuracy a percentile bootstrap, or,
+when the bootstrap collapses, an interval built from the per-class exact bounds. No interval is
+ever of zero width. ``EvalResult.warnings`` says when the test set is too small to conclude much.
+
 Example:
     >>> import numpy as np
     >>> from tlkit.evaluate import evaluate_predictions
@@ -28,6 +33,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from tlkit import stats
 from tlkit._callable import make_module_callable
 from tlkit.errors import ConfigError, DataError
 
@@ -39,9 +45,15 @@ ECE_BINS = 15
 TOP_K = (1, 3, 5)
 # Rows of a 1e-3 tolerance: float16/float32 softmax outputs do not sum to exactly 1.
 _PROB_SUM_TOLERANCE = 1e-3
-# Bootstrap index matrices are built in chunks of about this many entries: small enough to stay
-# in cache and avoid fresh page faults (4M-entry chunks made a cold call 3x slower).
-_BOOTSTRAP_CHUNK = 250_000
+# When to warn that the test set is too small to conclude much (EvalResult.warnings):
+#: fewer test images than this: every number is rough (at 30 images one mistake moves accuracy 3 points)
+MIN_TEST_IMAGES = 30
+#: a class with fewer test images than this: its recall and precision say almost nothing
+#: (4 of 4 right still only bounds its recall above 0.40 at 95%)
+MIN_CLASS_SUPPORT = 5
+#: an accuracy or balanced-accuracy interval wider than this: the test set cannot tell models
+#: apart that differ by less (a 0.2-wide interval is what about 100 images at 50% accuracy give)
+MAX_CI_WIDTH = 0.2
 # How many of the worst mistakes ``to_dict`` keeps (metrics.json stays small; predictions.csv has all).
 _WORST_IN_DICT = 20
 
@@ -51,6 +63,14 @@ class EvalResult:
     """Predictions on a labelled set and every metric derived from them.
 
     Build it with :func:`evaluate_predictions`; the derived fields are plain Python/numpy values.
+    Each interval is a ``(low, high)`` tuple at ``ci_level``, and its ``*_ci_method`` field names
+    the method that made it (one of the names in :mod:`tlkit.stats`). ``per_class`` is a list of
+    flat dicts with the same keys in every row (``class``, ``precision``, ``recall``, ``f1``,
+    ``support``, ``precision_ci_low``, ``precision_ci_high``, ``recall_ci_low``,
+    ``recall_ci_high``, ``predicted``; a bound is ``None`` where its denominator is 0), so
+    ``pd.DataFrame(result.per_class)`` is a table with one row per class. ``warnings`` lists,
+    in words, why the numbers may not support a conclusion (too few images, a rare class, a
+    wide interval); it is empty when none applies.
     """
 
     classes: list[str]
@@ -60,9 +80,11 @@ class EvalResult:
     unknown: dict[str, list[str]]
     y_pred: np.ndarray
     accuracy: float
-    accuracy_ci: tuple[float, float] | None
+    accuracy_ci: tuple[float, float]
+    accuracy_ci_method: str
     balanced_accuracy: float
     balanced_accuracy_ci: tuple[float, float] | None
+    balanced_accuracy_ci_method: str | None
     top_k: dict[int, float]
     precision_macro: float
     recall_macro: float
@@ -71,6 +93,7 @@ class EvalResult:
     recall_weighted: float
     f1_weighted: float
     per_class: list[dict[str, Any]]
+    per_class_ci_method: str
     confusion: np.ndarray
     confusion_normalized: np.ndarray
     ece: float
@@ -80,6 +103,7 @@ class EvalResult:
     n_bootstrap: int
     ci_level: float
     seed: int
+    warnings: list[str]
 
     @property
     def n(self) -> int:
@@ -98,8 +122,10 @@ class EvalResult:
             "classes": list(self.classes),
             "accuracy": self.accuracy,
             "accuracy_ci": _ci_list(self.accuracy_ci),
+            "accuracy_ci_method": self.accuracy_ci_method,
             "balanced_accuracy": self.balanced_accuracy,
             "balanced_accuracy_ci": _ci_list(self.balanced_accuracy_ci),
+            "balanced_accuracy_ci_method": self.balanced_accuracy_ci_method,
             "top_k": {str(k): v for k, v in self.top_k.items()},
             "precision_macro": self.precision_macro,
             "recall_macro": self.recall_macro,
@@ -108,6 +134,7 @@ class EvalResult:
             "recall_weighted": self.recall_weighted,
             "f1_weighted": self.f1_weighted,
             "per_class": [dict(row) for row in self.per_class],
+            "per_class_ci_method": self.per_class_ci_method,
             "confusion": self.confusion.tolist(),
             "confusion_normalized": self.confusion_normalized.tolist(),
             "ece": self.ece,
@@ -122,30 +149,46 @@ class EvalResult:
             "n_bootstrap": self.n_bootstrap,
             "ci_level": self.ci_level,
             "seed": self.seed,
+            "warnings": list(self.warnings),
         }
 
     def summary_text(self) -> str:
-        """A plain multi-line summary (headline metrics, per-class table, top confusions)."""
+        """A plain multi-line summary (warnings, headline metrics, per-class table, top confusions).
+
+        Class names and paths that are not valid text (undecodable file names) are shown with
+        ``\\xNN`` escapes, so the summary can always be printed.
+        """
+        from tlkit.report import readable_text as readable
+
         level = f"{self.ci_level:.0%} CI"
-        lines = [
+        lines = [f"warning: {w}" for w in self.warnings]
+        lines += [
             f"n = {self.n}, {len(self.classes)} classes",
-            f"accuracy           {_fmt_ci(self.accuracy, self.accuracy_ci)}  ({level})",
-            f"balanced accuracy  {_fmt_ci(self.balanced_accuracy, self.balanced_accuracy_ci)}",
+            f"accuracy           {_fmt_ci(self.accuracy, self.accuracy_ci)}  "
+            f"({level}, {self.accuracy_ci_method})",
+            f"balanced accuracy  {_fmt_ci(self.balanced_accuracy, self.balanced_accuracy_ci)}"
+            + (f"  ({level}, {self.balanced_accuracy_ci_method})" if self.balanced_accuracy_ci else ""),
             f"macro F1           {self.f1_macro:.3f}",
             f"weighted F1        {self.f1_weighted:.3f}",
         ]
         lines += [f"top-{k} accuracy     {v:.3f}" for k, v in self.top_k.items() if k > 1]
         lines.append(f"ECE ({len(self.reliability)} bins)      {self.ece:.3f}")
-        width = max(len("class"), *(len(c) for c in self.classes))
-        lines += ["", f"{'class':<{width}}  precision  recall     f1  support"]
-        for row in self.per_class:
+        names = [readable(c) for c in self.classes]
+        width = max(len("class"), *(len(c) for c in names))
+        lines += [
+            "",
+            f"{'class':<{width}}  {'precision':<21}  {'recall':<21}     f1  support"
+            f"  ({level}, {self.per_class_ci_method})",
+        ]
+        for name, row in zip(names, self.per_class):
+            precision = _fmt_ci(row["precision"], _row_ci(row, "precision"))
+            recall = _fmt_ci(row["recall"], _row_ci(row, "recall"))
             lines.append(
-                f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}"
-                f"  {row['f1']:5.3f}  {row['support']:7d}"
+                f"{name:<{width}}  {precision:<21}  {recall:<21}  {row['f1']:5.3f}  {row['support']:7d}"
             )
         if self.confused_pairs:
             lines += ["", "most confused (true -> predicted: count)"]
-            lines += [f"  {t} -> {p}: {c}" for t, p, c in self.confused_pairs[:5]]
+            lines += [f"  {readable(t)} -> {readable(p)}: {c}" for t, p, c in self.confused_pairs[:5]]
         for name, files in self.unknown.items():
             lines.append(f"unknown class {name!r}: {len(files)} files not evaluated")
         return "\n".join(lines)
@@ -204,13 +247,39 @@ def evaluate_predictions(
 
     ``y_true`` holds label indices into ``classes`` (the model's full class list), ``probs`` one
     row of class probabilities per prediction. ``unknown`` maps a class name the model never saw
-    to its files; they are reported, never scored. Confidence intervals are percentile bootstrap
-    intervals over ``n_bootstrap`` resamples of the rows (0 disables them).
+    to its files; they are reported, never scored.
+
+    Intervals, all two-sided at ``ci_level``, each with its method named in a ``*_ci_method``
+    field:
+
+    - **accuracy, per-class recall and per-class precision**: Clopper-Pearson ("exact") intervals
+      of k right out of n (recall: out of the class's support; precision: out of the images
+      predicted as the class). Chosen over Wilson because its coverage is guaranteed to be at
+      least ``ci_level`` for every true value and every n, while Wilson's dips below it near 0
+      and 1 at small n (Brown, Cai & DasGupta, Statistical Science 16:101-133, 2001), which is
+      exactly where a good model on a small test set sits; the cost is a slightly wider interval
+      (18 of 18 right: [0.815, 1] against Wilson's [0.824, 1]; a percentile bootstrap would say
+      [1, 1]). A bound whose denominator is 0 (a class with no test images, or never predicted)
+      is ``None``.
+    - **balanced accuracy**: a percentile bootstrap over ``n_bootstrap`` resamples of the rows
+      (0 disables it: ``balanced_accuracy_ci`` is then ``None``). When the bootstrap degenerates
+      to zero width (every resample equal: all right, all wrong, or each class all right or all
+      wrong), it is replaced by the mean over the classes present of their recall's
+      Clopper-Pearson bounds, each at level ``1 - (1 - ci_level) / classes``: by Bonferroni all
+      of those hold together with probability at least ``ci_level``, so their mean bounds the
+      balanced accuracy at least that often (method ``per-class-clopper-pearson-bonferroni``).
+
+    ``warnings`` (see :data:`MIN_TEST_IMAGES`, :data:`MIN_CLASS_SUPPORT`, :data:`MAX_CI_WIDTH`)
+    says when the test set is too small to conclude much.
 
     Example:
         >>> r = evaluate_predictions([0, 1], np.eye(2), ["a", "b"], n_bootstrap=0)
-        >>> r.accuracy, r.accuracy_ci
-        (1.0, None)
+        >>> r.accuracy, [round(v, 3) for v in r.accuracy_ci], r.accuracy_ci_method
+        (1.0, [0.158, 1.0], 'clopper-pearson')
+        >>> r.balanced_accuracy_ci is None
+        True
+        >>> r.warnings[0]
+        'only 2 test images (fewer than 30): every number here is rough; score more images before concluding anything'
     """
     class_list, labels, probs_arr, path_list = _validate(
         y_true, probs, classes, paths, n_bootstrap, ci_level, seed
@@ -255,12 +324,23 @@ def evaluate_predictions(
     confidence = probs_arr[np.arange(len(labels)), y_pred]
     ece, reliability = _calibration(confidence, correct, ECE_BINS)
 
-    accuracy_ci = balanced_ci = None
+    n_right = int(correct.sum())
+    accuracy_ci = stats.exact_interval(n_right, len(labels), level=ci_level)
+    # integer counts from the confusion matrix (sklearn's support can come back as floats)
+    true_positives = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    recall_lo, recall_hi = stats.exact_interval(true_positives, support, level=ci_level)
+    precision_lo, precision_hi = stats.exact_interval(true_positives, predicted, level=ci_level)
+
+    balanced_ci, balanced_method = None, None
     if n_bootstrap > 0:
         rng = np.random.default_rng(seed)
-        acc_samples, bal_samples = _bootstrap(labels, correct, n_classes, n_bootstrap, rng)
-        accuracy_ci = _percentile_ci(acc_samples, ci_level)
-        balanced_ci = _percentile_ci(bal_samples, ci_level)
+        bal_samples = _bootstrap_balanced(labels, correct, n_classes, n_bootstrap, rng)
+        balanced_ci, balanced_method = stats.percentile_interval(bal_samples, level=ci_level), stats.BOOTSTRAP
+        if stats.is_degenerate(balanced_ci):
+            balanced_ci = _balanced_fallback(true_positives[present], support[present], ci_level)
+            balanced_method = stats.PER_CLASS_EXACT_BONFERRONI
 
     per_class = [
         {
@@ -269,6 +349,11 @@ def evaluate_predictions(
             "recall": float(recall[i]),
             "f1": float(f1[i]),
             "support": int(support[i]),
+            "precision_ci_low": _bound(precision_lo[i]),
+            "precision_ci_high": _bound(precision_hi[i]),
+            "recall_ci_low": _bound(recall_lo[i]),
+            "recall_ci_high": _bound(recall_hi[i]),
+            "predicted": int(predicted[i]),
         }
         for i, name in enumerate(class_list)
     ]
@@ -282,8 +367,10 @@ def evaluate_predictions(
         y_pred=y_pred,
         accuracy=accuracy,
         accuracy_ci=accuracy_ci,
+        accuracy_ci_method=stats.EXACT,
         balanced_accuracy=balanced_accuracy,
         balanced_accuracy_ci=balanced_ci,
+        balanced_accuracy_ci_method=balanced_method,
         top_k=top_k,
         precision_macro=averages["macro"][0],
         recall_macro=averages["macro"][1],
@@ -292,6 +379,7 @@ def evaluate_predictions(
         recall_weighted=averages["weighted"][1],
         f1_weighted=averages["weighted"][2],
         per_class=per_class,
+        per_class_ci_method=stats.EXACT,
         confusion=confusion,
         confusion_normalized=confusion_normalized,
         ece=ece,
@@ -301,6 +389,7 @@ def evaluate_predictions(
         n_bootstrap=n_bootstrap,
         ci_level=ci_level,
         seed=seed,
+        warnings=_warnings(class_list, support, accuracy_ci, balanced_ci, ci_level),
     )
 
 
@@ -325,9 +414,10 @@ def _validate(
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
         raise ConfigError(f"n_bootstrap: expected an integer >= 0, got {n_bootstrap!r}.")
     if n_bootstrap < 0:
-        raise ConfigError(f"n_bootstrap: must be >= 0 (0 disables intervals), got {n_bootstrap}.")
-    if not isinstance(ci_level, (float, int)) or not 0.0 < float(ci_level) < 1.0:
-        raise ConfigError(f"ci_level: must be between 0 and 1 (e.g. 0.95), got {ci_level!r}.")
+        raise ConfigError(
+            f"n_bootstrap: must be >= 0 (0 disables the balanced-accuracy bootstrap), got {n_bootstrap}."
+        )
+    stats.check_level(ci_level, "ci_level")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed: expected an integer, got {seed!r}.")
 
@@ -381,24 +471,22 @@ def _validate(
     return class_list, labels, probs_arr, path_list
 
 
-def _bootstrap(
+def _bootstrap_balanced(
     labels: np.ndarray,
     correct: np.ndarray,
     n_classes: int,
     n_bootstrap: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and balanced accuracy of ``n_bootstrap`` row resamples, vectorised per chunk."""
+) -> np.ndarray:
+    """Balanced accuracy of ``n_bootstrap`` row resamples, vectorised per chunk."""
     n = labels.shape[0]
-    acc = np.empty(n_bootstrap)
     bal = np.empty(n_bootstrap)
-    chunk = max(1, _BOOTSTRAP_CHUNK // n)
+    chunk = max(1, stats.BOOTSTRAP_CHUNK // n)
     correct_f = correct.astype(np.float64)
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
         idx = rng.integers(0, n, size=(b, n))
         hit = correct_f[idx]
-        acc[start : start + b] = hit.mean(axis=1)
         # One bincount over (resample, class) keys gives per-resample support and hits at once.
         keys = (np.arange(b)[:, None] * n_classes + labels[idx]).ravel()
         support = np.bincount(keys, minlength=b * n_classes).reshape(b, n_classes)
@@ -408,13 +496,65 @@ def _bootstrap(
         recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
         # Like sklearn, classes absent from a resample's y_true are left out of the mean.
         bal[start : start + b] = recall.sum(axis=1) / present.sum(axis=1)
-    return acc, bal
+    return bal
 
 
-def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(samples, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+def _balanced_fallback(hits: np.ndarray, support: np.ndarray, level: float) -> tuple[float, float]:
+    """Mean of the per-class exact recall bounds at the Bonferroni level 1 - (1 - level) / C."""
+    lo, hi = stats.exact_interval(hits, support, level=1.0 - (1.0 - level) / len(support))
+    return float(lo.mean()), float(hi.mean())
+
+
+def _bound(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _row_ci(row: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    lo, hi = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    return None if lo is None else (lo, hi)
+
+
+def _warnings(
+    classes: list[str],
+    support: np.ndarray,
+    accuracy_ci: tuple[float, float],
+    balanced_ci: tuple[float, float] | None,
+    level: float,
+) -> list[str]:
+    """Why the numbers may not support a conclusion, in words (thresholds: the module constants).
+
+    Class names appear as ``repr`` gives them, so an undecodable folder name is escaped and the
+    warning can always be printed or encoded.
+    """
+    out = []
+    n = int(support.sum())
+    if n < MIN_TEST_IMAGES:
+        out.append(
+            f"only {n} test images (fewer than {MIN_TEST_IMAGES}): every number here is rough; "
+            "score more images before concluding anything"
+        )
+    absent = [classes[i] for i in np.flatnonzero(support == 0)]
+    if absent:
+        shown = ", ".join(repr(c) for c in absent[:5]) + (", ..." if len(absent) > 5 else "")
+        out.append(
+            f"{len(absent)} class{'es have' if len(absent) > 1 else ' has'} no test images ({shown}): "
+            "recall is undefined there (shown as 0) and left out of balanced accuracy"
+        )
+    rare = [i for i in np.flatnonzero((support > 0) & (support < MIN_CLASS_SUPPORT))]
+    if rare:
+        shown = ", ".join(f"{classes[i]!r} ({int(support[i])})" for i in rare[:5])
+        out.append(
+            f"{len(rare)} class{'es have' if len(rare) > 1 else ' has'} fewer than {MIN_CLASS_SUPPORT} "
+            f"test images ({shown}{', ...' if len(rare) > 5 else ''}): their recall and precision say "
+            "almost nothing (see their intervals)"
+        )
+    for name, ci in (("accuracy", accuracy_ci), ("balanced accuracy", balanced_ci)):
+        if ci is not None and ci[1] - ci[0] > MAX_CI_WIDTH:
+            out.append(
+                f"the {level:.0%} interval of {name} is {ci[1] - ci[0]:.2f} wide (more than "
+                f"{MAX_CI_WIDTH}): differences smaller than that cannot be told from noise on this test set"
+            )
+    return out
 
 
 def _calibration(

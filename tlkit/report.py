@@ -4,6 +4,12 @@ matplotlib is imported inside the functions that draw, so ``import tlkit`` stays
 written under fixed names; class names and paths only ever appear *inside* files (escaped in
 HTML), never in file names.
 
+File names that are not valid UTF-8 (a file named ``b"caf\\xe9.png"``, which Python holds as
+``"caf\\udce9.png"``) never break a report: the CSV files keep their bytes exactly
+(``surrogateescape``; read them back with ``encoding="utf-8", errors="surrogateescape"``),
+metrics.json writes them as ``\\udce9`` escapes (``json.load`` gives the same string back), and
+the HTML, the plots and the terminal show ``caf\\xe9.png`` (:func:`readable_text`).
+
 Example:
     >>> import numpy as np, tempfile
     >>> from tlkit.evaluate import evaluate_predictions
@@ -21,6 +27,7 @@ import html
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -86,9 +93,30 @@ def _short(name: str, limit: int = _MAX_TICK_CHARS) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+# Lone surrogates: what Python makes of bytes that are not UTF-8 in a file name (PEP 383).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_text(text: str) -> str:
+    """``text`` with undecodable bytes of a file name shown as ``\\xNN``, safe to print or encode.
+
+    >>> readable_text("caf\\udce9.png")
+    'caf\\\\xe9.png'
+    """
+    text = str(text)
+    if not _SURROGATE.search(text):
+        return text
+    # U+DC80..U+DCFF are escaped bytes (surrogateescape); any other lone surrogate as \udNNN
+    return _SURROGATE.sub(
+        lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
+        else f"\\u{ord(m.group()):04x}",
+        text,
+    )
+
+
 def _plain(text: str) -> str:
     # matplotlib treats paired "$" as mathtext; class names and paths must print literally.
-    return text.replace("$", r"\$")
+    return readable_text(text).replace("$", r"\$")
 
 
 def _confusion_figsize(n_classes: int) -> tuple[float, float]:
@@ -177,21 +205,30 @@ def plot_reliability(result: EvalResult, ax: Axes | None = None) -> Axes:
 
 
 def plot_per_class(result: EvalResult, ax: Axes | None = None) -> Axes:
-    """Draw per-class recall and F1 as horizontal bars, labelled with each class's support."""
+    """Draw per-class recall (with its interval) and F1 as horizontal bars, labelled with each
+    class's support."""
     n_classes = len(result.classes)
     if ax is None:
         ax = _new_axes(_per_class_figsize(n_classes))
     positions = np.arange(n_classes)
     recall = [row["recall"] for row in result.per_class]
     f1 = [row["f1"] for row in result.per_class]
-    ax.barh(positions - 0.2, recall, height=0.4, color="#4878b0", label="recall")
+    # a class without test images has no interval: no whisker
+    recall_err = np.array([
+        [0.0, 0.0] if row["recall_ci_low"] is None
+        else [row["recall"] - row["recall_ci_low"], row["recall_ci_high"] - row["recall"]]
+        for row in result.per_class
+    ]).T.clip(min=0.0)
+    ax.barh(positions - 0.2, recall, height=0.4, color="#4878b0",
+            label=f"recall ({result.ci_level:.0%} CI)", xerr=recall_err,
+            error_kw={"ecolor": "#1f3550", "elinewidth": 0.8, "capsize": 2})
     ax.barh(positions + 0.2, f1, height=0.4, color="#e08a3c", label="F1")
     labels = [
         _plain(f"{_short(row['class'])} (n={row['support']})") for row in result.per_class
     ]
     ax.set_yticks(positions, labels, fontsize=9 if n_classes <= 30 else 7)
     ax.set_ylim(n_classes - 0.5, -0.5)  # first class at the top, as in the tables
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 1.02)  # room for the caps of whiskers that end at 1
     ax.axvline(result.balanced_accuracy, color="gray", linestyle=":", linewidth=1,
                label=f"balanced accuracy {result.balanced_accuracy:.3f}")
     ax.set_xlabel("Score")
@@ -351,11 +388,10 @@ def write_report(
         written[name] = _atomic_write(out / name, data)
 
     metrics = {"title": title, "run": run_info, **result.to_dict()}
-    put("metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str).encode())
+    put("metrics.json", _json_bytes(metrics))
+    columns = list(result.per_class[0])  # every row has the same keys; an empty bound is blank
     put("per_class.csv", _csv_bytes(
-        ["class", "precision", "recall", "f1", "support"],
-        [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
-         for r in result.per_class],
+        columns, [["" if r[c] is None else r[c] for c in columns] for r in result.per_class],
     ))
     put("confusion_matrix.csv", _csv_bytes(
         ["true \\ predicted", *result.classes],
@@ -381,7 +417,8 @@ def write_report(
     for name, data in images.items():
         put(name, data)
 
-    put("report.html", _report_html(result, title, run_info, images, gradcam=gradcam).encode())
+    # every text in the page went through _e (readable_text); "replace" only guards the encoder
+    put("report.html", _report_html(result, title, run_info, images, gradcam=gradcam).encode("utf-8", "replace"))
     return written
 
 
@@ -394,11 +431,26 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
 
 def _csv_bytes(header: list[Any], rows: list[list[Any]]) -> bytes:
+    """UTF-8 CSV; a file name's undecodable bytes are written back as they were (surrogateescape)."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+    text = buffer.getvalue()
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # a lone surrogate that is no escaped byte (not from a POSIX file name): keep the report,
+        # write it as \udNNN text
+        return text.encode("utf-8", "backslashreplace")
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    """Readable UTF-8 JSON; only lone surrogates (undecodable file names) become \\udNNN escapes,
+    which ``json.load`` turns back into the very same string."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode("utf-8")
 
 
 def _prediction_rows(result: EvalResult) -> tuple[list[str], list[list[Any]]]:
@@ -443,24 +495,35 @@ _CSS = """
 .tlkit .cm th.col { white-space: nowrap; font-size: 12px; }
 .tlkit .pair { display: flex; gap: 12px; align-items: flex-start; }
 .tlkit .pair img { max-width: calc(50% - 6px); }
-.tlkit .warn { background: #fff4e5; border: 1px solid #f0b45a; padding: 8px 12px; }
+.tlkit .warn { background: #fff4e5; border: 1px solid #f0b45a; padding: 8px 12px; margin: 12px 0; }
+.tlkit td.ci { color: #555; white-space: nowrap; }
 """
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(readable_text(str(value)), quote=True)
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _row_interval(row: dict[str, Any], metric: str) -> str:
+    lo, hi = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    return "no data" if lo is None else _interval((lo, hi))
 
 
 def _headline(result: EvalResult) -> list[tuple[str, str, str]]:
     """(metric, value, interval or note) rows shared by the HTML and the terminal summary."""
     level = f"{result.ci_level:.0%} CI"
 
-    def ci(interval: tuple[float, float] | None) -> str:
-        return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}] {level}"
+    def ci(interval: tuple[float, float] | None, method: str | None) -> str:
+        return "" if interval is None else f"{_interval(interval)} {level}, {method}"
 
     rows = [
-        ("accuracy", f"{result.accuracy:.3f}", ci(result.accuracy_ci)),
-        ("balanced accuracy", f"{result.balanced_accuracy:.3f}", ci(result.balanced_accuracy_ci)),
+        ("accuracy", f"{result.accuracy:.3f}", ci(result.accuracy_ci, result.accuracy_ci_method)),
+        ("balanced accuracy", f"{result.balanced_accuracy:.3f}",
+         ci(result.balanced_accuracy_ci, result.balanced_accuracy_ci_method)),
         ("macro F1", f"{result.f1_macro:.3f}", f"weighted F1 {result.f1_weighted:.3f}"),
     ]
     rows += [(f"top-{k} accuracy", f"{v:.3f}", "") for k, v in result.top_k.items() if k > 1]
@@ -478,15 +541,31 @@ def _cards_html(result: EvalResult) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
+def _warnings_html(result: EvalResult) -> str:
+    if not result.warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in result.warnings)
+    return (
+        '<div class="warn" role="alert"><b>Too little data to conclude much:</b>'
+        f"<ul>{items}</ul></div>"
+    )
+
+
 def _per_class_html(result: EvalResult) -> str:
+    level = f"{result.ci_level:.0%} CI"
     rows = "".join(
         f'<tr><td class="name">{_e(r["class"])}</td><td>{r["precision"]:.3f}</td>'
-        f'<td>{r["recall"]:.3f}</td><td>{r["f1"]:.3f}</td><td>{r["support"]}</td></tr>'
+        f'<td class="ci">{_row_interval(r, "precision")}</td><td>{r["recall"]:.3f}</td>'
+        f'<td class="ci">{_row_interval(r, "recall")}</td><td>{r["f1"]:.3f}</td>'
+        f'<td>{r["support"]}</td><td>{r["predicted"]}</td></tr>'
         for r in result.per_class
     )
     return (
-        '<table><tr><th class="name">class</th><th>precision</th><th>recall</th><th>F1</th>'
-        f"<th>support</th></tr>{rows}</table>"
+        '<table><tr><th class="name">class</th><th>precision</th>'
+        f"<th>{level}</th><th>recall</th><th>{level}</th><th>F1</th>"
+        f"<th>support</th><th>predicted</th></tr>{rows}</table>"
+        f'<p class="muted">Intervals: {_e(result.per_class_ci_method)} (recall out of the support, '
+        "precision out of the images predicted as the class).</p>"
     )
 
 
@@ -520,7 +599,7 @@ def _confusion_html(result: EvalResult) -> str:
 def result_html(result: EvalResult) -> str:
     """HTML fragment for Jupyter: headline metrics with CIs, per-class and confusion tables."""
     return (
-        f'<div class="tlkit"><style>{_CSS}</style>'
+        f'<div class="tlkit"><style>{_CSS}</style>{_warnings_html(result)}'
         f"{_cards_html(result)}<h4>Per class</h4>{_per_class_html(result)}"
         f"<h4>Confusion matrix (rows = true, columns = predicted)</h4>"
         f"{_confusion_html(result)}</div>"
@@ -550,6 +629,7 @@ def _report_html(
             for k, v in run_info.items()
         )
         parts.append(f"<table>{rows}</table>")
+    parts.append(_warnings_html(result))
     parts.append(_cards_html(result))
     if result.unknown:
         items = "".join(
@@ -634,19 +714,30 @@ def print_summary(
     from rich.text import Text
 
     console = console or Console()
-    # Class names go in as Text, never as markup: "[bold]" in a folder name must print literally.
+    # Class names go in as Text, never as markup: "[bold]" in a folder name must print literally;
+    # and through readable_text, so an undecodable file name cannot break the terminal.
+    name = readable_text
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="bold yellow"))
     headline = Table(title="Evaluation", show_header=False, box=None, padding=(0, 2))
     for key, value, note in _headline(result):
         headline.add_row(key, Text(value, style="bold"), Text(note, style="dim"))
     console.print(headline)
 
-    per_class = Table(title="Per class")
+    level = f"{result.ci_level:.0%} CI"
+    per_class = Table(title=Text(f"Per class (in brackets: {level}, {result.per_class_ci_method})"))
     per_class.add_column("class")
     for column in ("precision", "recall", "F1", "support"):
-        per_class.add_column(column, justify="right")
+        per_class.add_column(column, justify="right", no_wrap=True)
+
+    def with_interval(row: dict[str, Any], metric: str) -> Text:
+        cell = Text(f"{row[metric]:.3f} ")
+        cell.append(_row_interval(row, metric), style="dim")
+        return cell
+
     for row in result.per_class:
         per_class.add_row(
-            Text(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+            Text(name(row["class"])), with_interval(row, "precision"), with_interval(row, "recall"),
             f"{row['f1']:.3f}", str(row["support"]),
         )
     console.print(per_class)
@@ -654,14 +745,14 @@ def print_summary(
     if len(result.classes) <= max_matrix_classes:
         matrix = Table(title="Confusion matrix (rows = true, columns = predicted)")
         matrix.add_column("true \\ pred")
-        for name in result.classes:
-            matrix.add_column(Text(_short(name, 12)), justify="right")
-        for i, name in enumerate(result.classes):
+        for class_name in result.classes:
+            matrix.add_column(Text(_short(name(class_name), 12)), justify="right")
+        for i, class_name in enumerate(result.classes):
             cells = [
                 Text(str(v), style="bold green" if i == j else ("red" if v else "dim"))
                 for j, v in enumerate(result.confusion[i].tolist())
             ]
-            matrix.add_row(Text(_short(name, 30)), *cells)
+            matrix.add_row(Text(_short(name(class_name), 30)), *cells)
         console.print(matrix)
     else:
         console.print(
@@ -678,15 +769,15 @@ def print_summary(
         pairs.add_column("predicted as")
         pairs.add_column("count", justify="right")
         for true_name, pred_name, count in result.confused_pairs[:5]:
-            pairs.add_row(Text(true_name), Text(pred_name), str(count))
+            pairs.add_row(Text(name(true_name)), Text(name(pred_name)), str(count))
         console.print(pairs)
 
-    for name, files in result.unknown.items():
+    for class_name, files in result.unknown.items():
         line = Text("unknown class ", style="yellow")
-        line.append(name, style="bold yellow")
+        line.append(name(class_name), style="bold yellow")
         line.append(f": {len(files)} files not scored (the model has no such class)")
         console.print(line)
         for path in files[:5]:
-            console.print(Text(f"  {path}", style="dim"))
+            console.print(Text(f"  {name(path)}", style="dim"))
         if len(files) > 5:
             console.print(Text(f"  ... and {len(files) - 5} more", style="dim"))
