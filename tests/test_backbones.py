@@ -655,3 +655,26 @@ def test_googlenet_and_inception_fine_tune_in_train_mode(arch: str, size: int, u
     expected = {n for i in range(bb.num_groups - bb.trainable_group_count(unfreeze), bb.num_groups)
                 for n, _ in bb.group_parameters(i)}
     assert changed and changed <= expected
+
+
+# --------------------------------------------------------------------------- 11. the summary on the new layouts
+
+
+@pytest.mark.parametrize("name, size", [("tv:googlenet", 64), ("tv:swin_t", 64), ("timm:test_vit", 64)])
+def test_summary_lists_groups_and_layers_of_the_new_layouts(name: str, size: int) -> None:
+    from tlkit.inspection import summarize
+
+    torch.manual_seed(0)
+    bb = build(name, pretrained=False)
+    bb.freeze(1)
+    summary = summarize(bb, image_size=size, layers=True)
+    groups = [r for r in summary.rows if r.kind == "group"]
+    assert [r.name for r in groups] == bb.group_names
+    assert summary.trainable_params == count_parameters(bb, trainable_only=True) + summary.rows[-1].params
+    grouped = sum(p.numel() for i in range(bb.num_groups) for _, p in bb.group_parameters(i))
+    assert summary.total_params == grouped + summary.rows[-1].params
+    assert [r.status for r in groups][-2:] == ["frozen", "trainable"]
+    if bb.sequential:  # each group's output shape, and its layers' own
+        assert groups[0].output_shape[:2] == (1, bb.run_group(0, torch.zeros(1, 3, size, size)).shape[1])
+        layers = [r for r in summary.rows if r.kind == "layer"]
+        assert layers and all(r.output_shape for r in layers)

@@ -141,7 +141,10 @@ def _layer_rows(backbone: Backbone, index: int, x: torch.Tensor) -> list[Summary
     shapes: dict[str, tuple[int, ...]] = {}
 
     def recorder(label: str):  # noqa: ANN202
-        return lambda module, inputs, output: shapes.setdefault(label, tuple(getattr(output, "shape", ())))
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:  # returns None: the output is left alone
+            shapes.setdefault(label, tuple(getattr(output, "shape", ())))
+
+        return record
 
     handles = [child.register_forward_hook(recorder(label)) for label, child in children]
     try:
