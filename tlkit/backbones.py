@@ -10,9 +10,10 @@ Naming rule (documented in the README):
   say ``timm:resnet18`` for timm's.
 
 A built :class:`Backbone` is an ``nn.Module`` mapping images to pooled features of size
-``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block) so recipes can
-freeze and unfreeze by group, and so the frozen prefix can be run once and cached (see
-``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
+``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block; see
+``tlkit.layouts`` for each family) so recipes can freeze and unfreeze by group, and, where the
+groups run one after another (``Backbone.sequential``), so the frozen prefix can be run once and
+cached (see ``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
 stay loadable by timm or torchvision directly.
 """
 
