@@ -10,9 +10,10 @@ Naming rule (documented in the README):
   say ``timm:resnet18`` for timm's.
 
 A built :class:`Backbone` is an ``nn.Module`` mapping images to pooled features of size
-``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block) so recipes can
-freeze and unfreeze by group, and so the frozen prefix can be run once and cached (see
-``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
+``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block; see
+``tlkit.layouts`` for each family) so recipes can freeze and unfreeze by group, and, where the
+groups run one after another (``Backbone.sequential``), so the frozen prefix can be run once and
+cached (see ``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
 stay loadable by timm or torchvision directly.
 """
 
@@ -21,13 +22,14 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from tlkit import layouts
 from tlkit.errors import BackboneError
+from tlkit.layouts import Execution, LayerGroup, Layout
 
 #: Bare names that mean something more specific to tlkit.
 ALIASES: dict[str, str] = {
@@ -142,16 +144,6 @@ class BackboneSpec:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
 
-@dataclass
-class _Layout:
-    """How a family's forward pass splits into sequential groups."""
-
-    groups: list[tuple[str, list[str]]]  # (group name, submodule paths run in order)
-    pool: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-    pool_modules: list[str] = field(default_factory=list)  # parameters used by pool; unfreeze with last group
-    sequential: bool = True  # False: a single opaque group; no boundary caching inside it
-
-
 # --------------------------------------------------------------------------------------------
 # name resolution
 
@@ -226,114 +218,21 @@ def _unknown_message(raw: str, candidates: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# layouts per family
-
-
-def _seq(paths: list[str]) -> list[str]:
-    return paths
-
-
-def _timm_pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model.forward_head(x, pre_logits=True)  # type: ignore[operator]
-
-
-def _flatten_avg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-
-
-def _timm_layout(model: nn.Module) -> _Layout:
-    kind = type(model).__name__
-    if kind in ("ResNet",) and hasattr(model, "layer4"):
-        stem = [p for p in ("conv1", "bn1", "act1", "maxpool") if hasattr(model, p)]
-        groups = [("stem", stem)] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
-        return _Layout(groups, _timm_pool)
-    if kind == "EfficientNet":
-        groups = [("stem", ["conv_stem", "bn1"])]
-        groups += [(f"blocks.{i}", [f"blocks.{i}"]) for i in range(len(model.blocks))]  # type: ignore[arg-type]
-        groups.append(("head", ["conv_head", "bn2"]))
-        return _Layout(groups, _timm_pool)
-    if kind == "MobileNetV3":
-        groups = [("stem", ["conv_stem", "bn1"])]
-        groups += [(f"blocks.{i}", [f"blocks.{i}"]) for i in range(len(model.blocks))]  # type: ignore[arg-type]
-        return _Layout(groups, _timm_pool, pool_modules=["conv_head", "norm_head"])
-    if kind == "ConvNeXt":
-        n = len(model.stages)  # type: ignore[arg-type]
-        groups = [("stem", ["stem"])]
-        groups += [(f"stages.{i}", [f"stages.{i}"] + (["norm_pre"] if i == n - 1 else [])) for i in range(n)]
-        return _Layout(groups, _timm_pool, pool_modules=["head"])
-    # Anything else (ViT, hybrids): one opaque group via timm's uniform forward_features contract.
-    return _Layout([("features", ["<forward_features>"])], _timm_pool, sequential=False)
-
-
-def _tv_layout(model: nn.Module) -> tuple[_Layout, int]:
-    from torchvision import models as tvm
-
-    if isinstance(model, tvm.ResNet):
-        dim = model.fc.in_features
-        groups = [("stem", ["conv1", "bn1", "relu", "maxpool"])] + [(f"layer{i}", [f"layer{i}"]) for i in range(1, 5)]
-        return _Layout(groups, _flatten_avg), dim
-    if isinstance(model, tvm.RegNet):
-        dim = model.fc.in_features
-        blocks = [n for n, _ in model.trunk_output.named_children()]
-        groups = [("stem", ["stem"])] + [(b, [f"trunk_output.{b}"]) for b in blocks]
-        return _Layout(groups, _flatten_avg), dim
-    if isinstance(model, (tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3)):
-        dim = _last_channels(model.features)
-        groups = [("stem" if i == 0 else f"features.{i}", [f"features.{i}"]) for i in range(len(model.features))]
-        return _Layout(groups, _flatten_avg), dim
-    if isinstance(model, tvm.ConvNeXt):
-        dim = model.classifier[2].in_features
-
-        def pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            return torch.flatten(m.classifier[0](m.avgpool(x)), 1)  # type: ignore[index,operator]
-
-        groups = [("stem" if i == 0 else f"features.{i}", [f"features.{i}"]) for i in range(len(model.features))]
-        return _Layout(groups, pool, pool_modules=["classifier.0"]), dim
-    # Fallback: replace the classifier by Identity and treat the network as one opaque group.
-    _strip_tv_classifier(model)
-    return _Layout([("features", ["<model>"])], lambda m, x: x, sequential=False), -1
-
-
-def _last_channels(features: nn.Sequential) -> int:
-    for module in reversed(list(features.modules())):
-        if isinstance(module, nn.Conv2d):
-            return module.out_channels
-    raise BackboneError("cannot infer the feature size of this torchvision model")
-
-
-def _strip_tv_classifier(model: nn.Module) -> None:
-    for attr in ("fc", "head", "heads", "classifier"):
-        sub = getattr(model, attr, None)
-        if isinstance(sub, nn.Linear):
-            setattr(model, attr, nn.Identity())
-            return
-        if isinstance(sub, nn.Sequential):
-            last = len(sub) - 1
-            if isinstance(sub[last], nn.Linear):
-                if attr == "heads":  # ViT: the whole head sequence goes
-                    setattr(model, attr, nn.Identity())
-                else:
-                    sub[last] = nn.Identity()
-                return
-    if hasattr(model, "aux_logits"):
-        model.aux_logits = False  # type: ignore[assignment]
-    raise BackboneError(f"cannot find the classifier of torchvision model {type(model).__name__}")
-
-
-# --------------------------------------------------------------------------------------------
 # the Backbone module
 
 
 class Backbone(nn.Module):
     """A pretrained network without its classifier, split into ordered layer groups.
 
-    ``backbone(images)`` returns pooled features of shape ``(N, feature_dim)``.
-    ``forward_groups(x, start, stop)`` runs groups ``start..stop-1`` only; with ``stop ==
-    num_groups`` the pooling runs too. That is what lets tlkit cache activations at the boundary
-    of the frozen part.
+    ``backbone(images)`` returns pooled features of shape ``(N, feature_dim)``. The groups
+    (:attr:`groups`, :class:`tlkit.layouts.LayerGroup` objects) are what ``freeze`` counts. When the
+    layout is :attr:`sequential`, ``forward_groups(x, start, stop)`` runs groups ``start..stop-1``
+    only (and the pooling when ``stop == num_groups``): that is what lets tlkit cache activations
+    at the boundary of the frozen part. Otherwise the groups only partition the parameters (or
+    there is a single group) and the network runs whole, from images.
     """
 
-    def __init__(self, spec: BackboneSpec, model: nn.Module, layout: _Layout, feature_dim: int,
+    def __init__(self, spec: BackboneSpec, model: nn.Module, layout: Layout, feature_dim: int,
                  preprocessing: Preprocessing, weights_source: str = "none") -> None:
         super().__init__()
         self.spec = spec
@@ -349,88 +248,147 @@ class Backbone(nn.Module):
         return self.spec.name
 
     @property
+    def groups(self) -> tuple[LayerGroup, ...]:
+        return self.layout.groups
+
+    @property
     def group_names(self) -> list[str]:
-        return [g for g, _ in self.layout.groups]
+        return [g.name for g in self.layout.groups]
 
     @property
     def num_groups(self) -> int:
         return len(self.layout.groups)
 
     @property
+    def execution(self) -> Execution:
+        return self.layout.execution
+
+    @property
     def sequential(self) -> bool:
-        return self.layout.sequential
+        """True when groups run one at a time, so activations at a group boundary can be cached."""
+        return self.layout.execution is Execution.SEQUENTIAL
 
     def group_modules(self, index: int) -> list[nn.Module]:
-        """Modules holding the parameters of group ``index`` (the pooling layers go with the last)."""
-        _, paths = self.layout.groups[index]
-        if paths == ["<forward_features>"] or paths == ["<model>"]:
-            return [self.model]
-        mods = [self.model.get_submodule(p) for p in paths]
+        """Modules holding the parameters of group ``index`` (the pooling layers go with the last).
+
+        A group that partitions parameters may also own loose parameters of a parent module (a
+        ViT's class token): :meth:`group_parameters` lists those too.
+        """
+        mods = [self.model.get_submodule(p) for p in self.layout.groups[index].modules]
         if index == self.num_groups - 1:
             mods += [self.model.get_submodule(p) for p in self.layout.pool_modules]
         return mods
 
+    def group_parameters(self, index: int) -> list[tuple[str, nn.Parameter]]:
+        """``(name in self.model, parameter)`` for every parameter of group ``index``."""
+        group = self.layout.groups[index]
+        paths = list(group.modules) + (list(self.layout.pool_modules) if index == self.num_groups - 1 else [])
+        named = [(f"{path}.{n}" if path else n, p) for path in paths
+                 for n, p in self.model.get_submodule(path).named_parameters()]
+        named += [(n, self.model.get_parameter(n)) for n in group.parameters]
+        return list({id(p): (n, p) for n, p in named}.values())
+
+    def pool_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The parameters the pooling uses (they belong to the last group)."""
+        return [(f"{path}.{n}", p) for path in self.layout.pool_modules
+                for n, p in self.model.get_submodule(path).named_parameters()]
+
     def compile_groups(self, backend: str | None = None) -> None:
         """``torch.compile`` every layer group in place (``nn.Module.compile``: parameter names unchanged).
 
-        Compiling group by group keeps boundary caching working: the groups run separately.
+        Compiling group by group keeps boundary caching working: the groups run separately. A
+        layout whose groups cannot run alone compiles the network's forward once.
         """
         backend = backend or compile_backend()
-        for _, paths in self.layout.groups:
-            if paths == ["<forward_features>"]:
-                self.model.forward_features = torch.compile(self.model.forward_features, backend=backend)  # type: ignore[method-assign]
-                continue
-            for path in paths:
-                target = self.model if path == "<model>" else self.model.get_submodule(path)
-                target.compile(backend=backend)
+        if self.layout.trunk is not None:
+            self.layout.trunk.compile(self.model, backend)
+            return
+        for group in self.layout.groups:
+            for path in group.modules:
+                self.model.get_submodule(path).compile(backend=backend)
 
     # -- forward
-    def _run_group(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        _, paths = self.layout.groups[index]
-        if paths == ["<forward_features>"]:
-            return self.model.forward_features(x)  # type: ignore[operator]
-        if paths == ["<model>"]:
-            return self.model(x)
-        for path in paths:
-            x = self.model.get_submodule(path)(x)
-        return x
+    def run_group(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The output of group ``index`` for its input ``x`` (sequential layouts only)."""
+        if not self.sequential:
+            raise BackboneError(self._not_sequential(f"run layer group {index} alone"))
+        return self.layout.groups[index](self.model, x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(N, feature_dim)`` from the last group's output."""
+        return self.layout.pool(self.model, x)
 
     def forward_groups(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        stop = self.num_groups if stop is None else stop
+        """Run groups ``start..stop-1`` on ``x``, then the pooling when ``stop == num_groups``.
+
+        ``x`` is what enters group ``start``: images for 0, pooled features for ``num_groups``
+        (nothing is left to run). Layouts that are not :attr:`sequential` run from images to the
+        end, or not at all (``start == stop``).
+        """
+        n = self.num_groups
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise BackboneError(f"{self.name}: forward_groups needs 0 <= start <= stop <= {n}, got {start}, {stop}")
+        if start == stop:
+            return x
+        if self.layout.trunk is not None:
+            if (start, stop) != (0, n):
+                raise BackboneError(self._not_sequential(f"run layer groups {start} to {stop - 1}"))
+            return self.pool(self.layout.trunk(self.model, x))
         for i in range(start, stop):
-            x = self._run_group(i, x)
-        # start == num_groups means x is already pooled (cached features): nothing left to run
-        if stop == self.num_groups and start < self.num_groups:
-            x = self.layout.pool(self.model, x)
-        return x
+            x = self.layout.groups[i](self.model, x)
+        return self.pool(x) if stop == n else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_groups(x, 0, self.num_groups)
 
+    def _not_sequential(self, what: str) -> str:
+        return (f"cannot {what} of {self.name}: its layer groups ({self.execution.value}) do not run one at a time; "
+                f"the network runs whole from images (forward_groups(x, 0, {self.num_groups}))")
+
     # -- freezing
+    def trainable_group_count(self, trainable_groups: int | str) -> int:
+        """How many of the last groups ``trainable_groups`` (a count, or ``"all"``) leaves trainable.
+
+        Raises :class:`BackboneError` for anything else, and for a count between 1 and
+        ``num_groups`` on a backbone that is one opaque group (it cannot train only a part).
+        """
+        n = self.num_groups
+        if trainable_groups == "all":
+            return n
+        value = trainable_groups
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BackboneError(
+                f"{self.name}: trainable layer groups must be a whole number >= 0 (the last N of its {n} groups: "
+                f"{', '.join(self.group_names)}) or 'all', got {trainable_groups!r}")
+        if value and self.execution is Execution.OPAQUE:
+            raise BackboneError(
+                f"{self.name} is one opaque layer group (tlkit knows no way to split it), so it cannot train only "
+                f"its last {value} group(s); use unfreeze: all to fine-tune the whole network, or unfreeze: 0 "
+                f"(a probe) to train the head alone")
+        return min(value, n)
+
     def freeze(self, trainable_groups: int | str = 0) -> None:
         """Freeze everything but the last ``trainable_groups`` groups (``"all"``: nothing frozen).
 
         Frozen BatchNorm layers are kept in eval mode even when the module is put in train mode,
         so their running statistics never drift (see :meth:`train`).
         """
-        n = self.num_groups if trainable_groups == "all" else int(trainable_groups)
-        if n < 0:
-            raise BackboneError(f"trainable_groups must be >= 0 or 'all', got {trainable_groups}")
-        n = min(n, self.num_groups)
+        n = self.trainable_group_count(trainable_groups)
         for p in self.model.parameters():
             p.requires_grad_(False)
         for i in range(self.num_groups - n, self.num_groups):
-            for module in self.group_modules(i):
-                for p in module.parameters():
-                    p.requires_grad_(True)
+            for _, p in self.group_parameters(i):
+                p.requires_grad_(True)
         self.train(self.training)
 
     @property
     def first_trainable_group(self) -> int:
         """Index of the first group with a trainable parameter (``num_groups`` if all frozen)."""
         for i in range(self.num_groups):
-            if any(p.requires_grad for m in self.group_modules(i) for p in m.parameters()):
+            if any(p.requires_grad for _, p in self.group_parameters(i)):
                 return i
         return self.num_groups
 
@@ -498,13 +456,37 @@ def preprocessing_for(spec: BackboneSpec, model: nn.Module | None = None) -> Pre
     return Preprocessing(size, resize, tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg["interpolation"]))
 
 
+#: torchvision builder options its ImageNet weights were made with (what its builder sets when
+#: given weights): GoogLeNet and Inception-v3 re-normalise their input, and their auxiliary heads
+#: (training-only classifiers) are dropped, as torchvision drops them after loading.
+_TV_BUILD_OPTIONS: dict[str, dict] = {
+    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": True},
+    "inception_v3": {"transform_input": True, "aux_logits": False, "init_weights": True},
+}
+
+#: State-dict prefixes of those auxiliary heads, which torchvision's weight files still hold.
+_AUX_HEADS = ("aux1.", "aux2.", "AuxLogits.")
+
+
+def _ignore_aux_heads(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Load-state-dict pre-hook: a library weights file (loaded into the bare model, prefix "")
+    may carry the auxiliary heads this model was built without; they are not needed."""
+    if prefix == "":
+        for key in [k for k in state_dict if k.startswith(_AUX_HEADS)]:
+            del state_dict[key]
+
+
 def create_model(spec: BackboneSpec) -> nn.Module:
     """The library's own model for ``spec``, randomly initialised, with its classifier."""
     try:
         if spec.source == "torchvision":
             from torchvision import models as tvm
 
-            return tvm.get_model(spec.arch, weights=None)
+            options = _TV_BUILD_OPTIONS.get(spec.arch, {})
+            model = tvm.get_model(spec.arch, weights=None, **options)
+            if options.get("aux_logits") is False:
+                model.register_load_state_dict_pre_hook(_ignore_aux_heads)
+            return model
         import timm
 
         return timm.create_model(spec.timm_name, pretrained=False)
@@ -512,14 +494,28 @@ def create_model(spec: BackboneSpec) -> nn.Module:
         raise BackboneError(f"cannot build backbone {spec.name}: {exc}") from exc
 
 
+def _tv_fallback(model: nn.Module) -> tuple[Layout, int]:
+    """A torchvision family tlkit has no layout for: its classifier becomes Identity, one opaque group."""
+    for attr in ("fc", "head", "heads", "classifier"):
+        sub = getattr(model, attr, None)
+        if isinstance(sub, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            return layouts.opaque(layouts.Trunk(), layouts.identity_pool), -1
+        if isinstance(sub, nn.Sequential) and isinstance(sub[len(sub) - 1], nn.Linear):
+            sub[len(sub) - 1] = nn.Identity()
+            return layouts.opaque(layouts.Trunk(), layouts.identity_pool), -1
+    raise BackboneError(f"cannot find the classifier of torchvision model {type(model).__name__}; "
+                        "choose another backbone ('tlkit backbones' lists them)")
+
+
 def wrap(spec: BackboneSpec, model: nn.Module, weights_source: str = "none") -> Backbone:
     """Turn a library classifier (weights already loaded) into a :class:`Backbone`."""
     if spec.source == "timm":
         model.reset_classifier(0)  # type: ignore[operator]
-        layout = _timm_layout(model)
+        layout = layouts.timm_layout(model)
         feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
     else:
-        layout, feature_dim = _tv_layout(model)
+        layout, feature_dim = layouts.tv_layout(model) or _tv_fallback(model)
     preprocessing = preprocessing_for(spec, model)
     if feature_dim <= 0:
         with torch.inference_mode():
@@ -572,7 +568,7 @@ def describe_name(name: str) -> dict:
         device = "cpu"
         model = create_model(spec)
     with torch.device(device):
-        bb = wrap(spec, model) if spec.source == "timm" or _tv_layout_is_cheap(model) else None
+        bb = wrap(spec, model) if spec.source == "timm" or layouts.tv_family(model) is not None else None
     # count what the backbone runs: torchvision's 1000-class classifier stays in bb.model only for its names
     params = _used_parameter_count(bb) if bb is not None else count_parameters(model)
     feature_dim = bb.feature_dim if bb is not None else -1
@@ -588,14 +584,8 @@ def describe_name(name: str) -> dict:
 
 
 def _used_parameter_count(bb: Backbone) -> int:
-    unique = {id(p): p for i in range(bb.num_groups) for m in bb.group_modules(i) for p in m.parameters()}
+    unique = {id(p): p for i in range(bb.num_groups) for _, p in bb.group_parameters(i)}
     return sum(p.numel() for p in unique.values())
-
-
-def _tv_layout_is_cheap(model: nn.Module) -> bool:
-    from torchvision import models as tvm
-
-    return isinstance(model, (tvm.ResNet, tvm.RegNet, tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3, tvm.ConvNeXt))
 
 
 def list_backbones(filter: str | None = None, *, limit: int = 40) -> list[dict]:

@@ -113,7 +113,7 @@ def default_layer(backbone: "Backbone", input_size: int) -> int:
     backbone.eval()
     with torch.no_grad():
         for i in range(backbone.num_groups):
-            x = backbone._run_group(i, x)
+            x = backbone.run_group(i, x)
             if x.ndim == 4 and (chosen is None or min(x.shape[-2:]) >= MIN_MAP_SIZE):
                 chosen = i
     backbone.train(was_training)
@@ -149,7 +149,7 @@ def gradcam(model: "TransferModel", image: torch.Tensor, class_index: int | None
     """
     backbone = model.backbone
     if not backbone.sequential:
-        raise ConfigError(f"Grad-CAM needs a backbone split into layer groups; {backbone.name} is one opaque group "
+        raise ConfigError(f"Grad-CAM needs layer groups that run one at a time; those of {backbone.name} do not "
                           "(ViT-like models are not supported yet)")
     index = _layer_index(backbone, layer, image.shape[-1])
     was_training = model.training
@@ -158,7 +158,7 @@ def gradcam(model: "TransferModel", image: torch.Tensor, class_index: int | None
     try:
         with torch.no_grad():
             # stop at the group itself: forward_groups would pool after the last one
-            feature_map = backbone._run_group(index, backbone.forward_groups(x, 0, index))
+            feature_map = backbone.run_group(index, backbone.forward_groups(x, 0, index))
         if feature_map.ndim != 4:
             raise ConfigError(f"{backbone.name}: layer group {backbone.group_names[index]} gives shape "
                               f"{tuple(feature_map.shape)}, not a feature map; choose an earlier group")
@@ -166,8 +166,8 @@ def gradcam(model: "TransferModel", image: torch.Tensor, class_index: int | None
         with torch.enable_grad():
             rest = feature_map
             for i in range(index + 1, backbone.num_groups):
-                rest = backbone._run_group(i, rest)
-            logits = model.head(backbone.layout.pool(backbone.model, rest))
+                rest = backbone.run_group(i, rest)
+            logits = model.head(backbone.pool(rest))
             probs = torch.softmax(logits.float(), dim=1)[0]
             target = int(probs.argmax()) if class_index is None else class_index
             (grads,) = torch.autograd.grad(logits[0, target], feature_map)
@@ -232,7 +232,7 @@ def explain_many(model: "TransferModel", images: Sequence[str | os.PathLike], cl
 def explainer(model: "TransferModel", class_name: str | None = None, *,
               layer: int | str | None = None) -> "Callable[[str], tuple[np.ndarray, np.ndarray]] | None":
     """``path -> (image as the model saw it, overlay)`` for report galleries, or ``None`` when the
-    backbone cannot be explained (one opaque group, e.g. ViT): the gallery then shows images only.
+    backbone cannot be explained (its layer groups do not run one at a time, e.g. ViT): the gallery then shows images only.
 
     >>> # write_report(result, "out", explain=explainer(model))
     """

@@ -7,7 +7,7 @@ helpers at the bottom, which import matplotlib lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -68,9 +68,9 @@ class ModelSummary:
         return "\n".join(lines)
 
 
-def _count(module: nn.Module, seen: set[int]) -> tuple[int, int]:
+def _count(params: Iterable[nn.Parameter], seen: set[int]) -> tuple[int, int]:
     total = trainable = 0
-    for p in module.parameters():
+    for p in params:
         if id(p) in seen:
             continue
         seen.add(id(p))
@@ -101,27 +101,22 @@ def summarize(backbone: Backbone, *, num_classes: int = 2, image_size: int | Non
     backbone.eval()
     head_module.eval()
     x = torch.zeros(1, 3, size, size)
+    pool_ids = {id(p) for _, p in backbone.pool_parameters()}
     with torch.no_grad():
         for index, name in enumerate(backbone.group_names):
-            group_modules = backbone.group_modules(index)
-            _, paths = backbone.layout.groups[index]
             x_before = x
-            x = backbone._run_group(index, x)
-            params, trainable = 0, 0
-            for module in group_modules[: len(paths)] if index == backbone.num_groups - 1 else group_modules:
-                p, t = _count(module, seen)
-                params, trainable = params + p, trainable + t
-            summary.rows.append(SummaryRow(name, "group", tuple(x.shape), params, trainable))
-            if layers:
-                summary.rows.extend(_layer_rows(backbone, index, x_before, seen))
-        pooled = backbone.layout.pool(backbone.model, x)
-        params = trainable = 0
-        for path in backbone.layout.pool_modules:
-            p, t = _count(backbone.model.get_submodule(path), seen)
-            params, trainable = params + p, trainable + t
+            # groups that only partition parameters cannot run alone: their rows have no output shape
+            x = backbone.run_group(index, x) if backbone.sequential else x
+            own = [p for _, p in backbone.group_parameters(index) if id(p) not in pool_ids]
+            params, trainable = _count(own, seen)
+            summary.rows.append(SummaryRow(name, "group", tuple(x.shape) if backbone.sequential else (), params, trainable))
+            if layers and backbone.sequential:
+                summary.rows.extend(_layer_rows(backbone, index, x_before))
+        pooled = backbone.pool(x) if backbone.sequential else backbone(x)
+        params, trainable = _count([p for _, p in backbone.pool_parameters()], seen)
         summary.rows.append(SummaryRow("pool", "pool", tuple(pooled.shape), params, trainable))
         logits = head_module(pooled)
-        p, t = _count(head_module, seen)
+        p, t = _count(head_module.parameters(), seen)
         summary.rows.append(SummaryRow(f"head ({head_spec.kind})", "head", tuple(logits.shape), p, t))
         with FlopCounterMode(display=False) as counter:
             head_module(backbone(torch.zeros(1, 3, size, size)))
@@ -133,21 +128,35 @@ def summarize(backbone: Backbone, *, num_classes: int = 2, image_size: int | Non
     return summary
 
 
-def _layer_rows(backbone: Backbone, index: int, x: torch.Tensor, seen: set[int]) -> list[SummaryRow]:
-    """Rows for each direct child of a group's modules (counted without disturbing group totals)."""
-    _, paths = backbone.layout.groups[index]
-    if paths in (["<forward_features>"], ["<model>"]):
-        return []
-    rows = []
-    local_seen: set[int] = set()
-    for path in paths:
+def _layer_rows(backbone: Backbone, index: int, x: torch.Tensor) -> list[SummaryRow]:
+    """Rows for each direct child of a group's modules (counted without disturbing group totals).
+
+    The group runs as it always does (:meth:`Backbone.run_group`); hooks record each child's output.
+    """
+    children: list[tuple[str, nn.Module]] = []
+    for path in backbone.groups[index].modules:
         module = backbone.model.get_submodule(path)
-        children = list(module.named_children()) if isinstance(module, nn.Sequential) else [(path, module)]
-        for child_name, child in children:
-            x = child(x)
-            p, t = _count(child, local_seen)
-            label = child_name if child_name == path else f"{path}.{child_name}"
-            rows.append(SummaryRow(label, "layer", tuple(x.shape), p, t))
+        kids = list(module.named_children()) if isinstance(module, nn.Sequential) else [("", module)]
+        children += [(f"{path}.{name}" if name else path, child) for name, child in kids]
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def recorder(label: str):  # noqa: ANN202
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:  # returns None: the output is left alone
+            shapes.setdefault(label, tuple(getattr(output, "shape", ())))
+
+        return record
+
+    handles = [child.register_forward_hook(recorder(label)) for label, child in children]
+    try:
+        backbone.run_group(index, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    local_seen: set[int] = set()
+    rows = []
+    for label, child in children:
+        p, t = _count(child.parameters(), local_seen)
+        rows.append(SummaryRow(label, "layer", shapes.get(label, ()), p, t))
     return rows
 
 

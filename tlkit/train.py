@@ -269,16 +269,17 @@ def _check_resume(cfg: RunConfig) -> None:
 
 
 def first_trainable_group(backbone: backbones_mod.Backbone, stage: StageConfig) -> int:
-    """The first layer group a stage trains: activations before it can be cached, 0 means images.
+    """The first layer group a stage's inputs enter: activations before it can be cached, 0 means images.
 
-    A probe trains none (``num_groups``: the pooled features); a backbone that is one opaque group
-    can only be trained whole.
+    A probe trains none (``num_groups``: the pooled features). A backbone whose groups only
+    partition parameters (not ``sequential``) runs from images (0), and the stage still trains only
+    its last ``unfreeze`` groups (see ``_Trainer._optimizer``). A backbone that is one opaque group
+    refuses any ``unfreeze`` but 0 and "all" (:class:`~tlkit.errors.BackboneError`).
     """
     n = backbone.num_groups
     if stage.kind == "probe":
         return n
-    unfreeze = n if stage.unfreeze == "all" else min(int(stage.unfreeze), n)
-    k = n - unfreeze
+    k = n - backbone.trainable_group_count(stage.unfreeze)
     if k < n and not backbone.sequential:
         return 0
     return k
@@ -612,10 +613,15 @@ class _Trainer:
     def _optimizer(self, stage: StageConfig, k: int) -> torch.optim.Optimizer:
         backbone = self.model.backbone
         n = backbone.num_groups
+        if stage.kind != "probe" and not backbone.sequential:
+            # groups that only partition parameters: the stage runs on images (k == 0), which
+            # run_stage reads as "unfreeze all"; only the last `unfreeze` groups are meant to train
+            backbone.freeze(stage.unfreeze)
+            k = backbone.first_trainable_group
         groups = [{"params": list(self.model.head.parameters()), "lr": stage.lr}]
         seen = {id(p) for p in groups[0]["params"]}
         for g in range(n - 1, max(k, 0) - 1, -1):  # later groups keep more of the head's rate
-            params = [p for m in backbone.group_modules(g) for p in m.parameters() if p.requires_grad and id(p) not in seen]
+            params = [p for _, p in backbone.group_parameters(g) if p.requires_grad and id(p) not in seen]
             seen.update(id(p) for p in params)
             if params:
                 groups.append({"params": params, "lr": stage.lr * stage.lr_decay ** (n - g)})
