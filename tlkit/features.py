@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import stat
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +94,9 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
 
 
 def content_ids(paths: Sequence[str]) -> tuple[list[str], list[tuple[int, ...]]]:
-    """:func:`content_id` of every path, in order (threads overlap the reads; hashlib frees the GIL)."""
-    if len(paths) < 64:
-        pairs = [content_id(p) for p in paths]
-    else:
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-            pairs = list(pool.map(content_id, paths))
+    """:func:`content_id` of every path, in order. One thread: on a 2-core CPU a thread pool was
+    slower (0.16 against 0.12 ms per JPEG, 0.08 against 0.03 ms per small PNG, files in the page cache)."""
+    pairs = [content_id(p) for p in paths]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -218,9 +215,7 @@ def _load_rows(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
         header = json.loads(handle.read(length))
         info = header["features"]
         begin, end = info["data_offsets"]
-        count = 1
-        for n in info["shape"]:
-            count *= int(n)
+        count = math.prod(int(n) for n in info["shape"])
         if info["dtype"] != "F32" or begin != 0 or end != 4 * count or 8 + length + end != size or not count:
             raise ValueError("unexpected layout")
         buffer = bytearray(end)
