@@ -461,3 +461,14 @@ def test_a_training_run_says_when_it_dropped_a_cache_entry(tiny_data: Path, fast
     finetune(tiny_data, recipe="linear-probe", epochs=1, reporter=second, overwrite=True, **fast_kwargs)
     dropped = [m for m in second.messages if "feature cache" in m and "dropped" in m]
     assert len(dropped) == len(list(cache.iterdir())) >= 1
+
+
+def test_a_file_that_cannot_be_read_is_a_data_error_naming_it(tmp_path: Path, resnet) -> None:
+    from tlkit.errors import DataError
+
+    missing = tmp_path / "data" / "gone.png"
+    with pytest.raises(DataError, match="gone.png"):
+        _get(FeatureStore(tmp_path / "cache"), resnet, [str(missing)])
+    os.mkfifo(tmp_path / "pipe.png")  # a FIFO must not block the hashing
+    with pytest.raises(DataError, match="not a regular file"):
+        _get(FeatureStore(tmp_path / "cache"), resnet, [str(tmp_path / "pipe.png")])
