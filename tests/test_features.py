@@ -148,8 +148,10 @@ def test_damaged_cache_is_rebuilt_not_fatal(tmp_path: Path, make_color_dataset, 
     feats, stats = _get(store, resnet, paths)
     assert stats.computed == len(paths)
     torch.testing.assert_close(feats, good)
+    assert len(stats.messages) == 1, stats.messages  # and it says so, naming the folder
+    assert str(folder) in stats.messages[0] and "dropped" in stats.messages[0]
     _, stats = _get(store, resnet, paths)
-    assert stats.computed == 0
+    assert stats.computed == 0 and not stats.messages
 
 
 def test_stale_temp_files_in_the_cache_are_cleaned(tmp_path: Path, make_color_dataset, resnet) -> None:
@@ -197,3 +199,276 @@ def test_empty_path_list(tmp_path: Path, resnet) -> None:
 def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "env"))
     assert FeatureStore().root == tmp_path / "env"
+
+
+# --------------------------------------------------------------------------- trust: content, writers, bytes, names
+
+def _direct(backbone, paths, size: int = 32) -> torch.Tensor:
+    pre = backbone.preprocessing.with_size(size)
+    with torch.inference_mode():
+        return backbone(torch.stack([eval_transform(pre)(load_image(p)) for p in paths]))
+
+
+def _entry(cache: Path) -> Path:
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    return folder
+
+
+def _write_bmp(path: Path, seed: int) -> Path:
+    """A fixed-size format: any pixels give the same byte size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path, format="BMP")
+    return path
+
+
+def test_new_pixels_with_the_old_size_and_mtime_are_recomputed(tmp_path: Path, resnet) -> None:
+    # what cp -p, rsync -a or unpacking an archive over a dataset does: new bytes, old size and mtime
+    path, other = _write_bmp(tmp_path / "data" / "a.bmp", 1), _write_bmp(tmp_path / "data" / "b.bmp", 2)
+    store = FeatureStore(tmp_path / "cache")
+    before, _ = _get(store, resnet, [str(path), str(other)])
+    st = os.stat(path)
+    _write_bmp(path, 3)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after, stats = _get(store, resnet, [str(path), str(other)])
+    assert stats.computed == 1
+    torch.testing.assert_close(after, _direct(resnet, [str(path), str(other)]), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(after[0], before[0])
+    assert torch.equal(after[1], before[1])
+
+
+def test_a_moved_dataset_still_hits_and_identical_files_share_a_row(tmp_path: Path, make_color_dataset,
+                                                                     resnet) -> None:
+    import shutil
+
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
+    store = FeatureStore(tmp_path / "cache")
+    views, _ = _get(store, resnet, paths, augment="light", view=0, seed=5)
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    moved = [p.replace(str(tmp_path / "data"), str(tmp_path / "moved")) for p in paths]
+    again, stats = _get(store, resnet, moved, augment="light", view=0, seed=5)
+    assert stats.computed == 0  # rows and augmented views follow the bytes, not the path
+    assert torch.equal(again, views)
+    shutil.copy(paths[0], tmp_path / "dup.png")
+    fresh = FeatureStore(tmp_path / "other")
+    feats, stats = _get(fresh, resnet, [paths[0], str(tmp_path / "dup.png")])
+    assert stats.computed == 1
+    assert torch.equal(feats[0], feats[1])
+
+
+def _append_worker(cache: str, paths: list[str], barrier) -> None:  # noqa: ANN001
+    """The other writer (a spawned process): adds its files to the same entry, one call per file."""
+    torch.set_num_threads(1)
+    backbone = _backbone(0)
+    store = FeatureStore(cache)
+    barrier.wait(timeout=300)
+    for path in paths:
+        _get(store, backbone, [path])
+
+
+def test_two_processes_appending_to_one_entry_lose_and_mix_nothing(tmp_path: Path, make_color_dataset,
+                                                                   resnet) -> None:
+    import multiprocessing
+
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 8, "blue": 8}))
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    other = ctx.Process(target=_append_worker, args=(str(tmp_path / "cache"), paths[8:], barrier))
+    other.start()
+    try:  # this process is the first writer: each call reads, extends and rewrites the entry
+        barrier.wait(timeout=300)
+        store = FeatureStore(tmp_path / "cache")
+        for path in paths[:8]:
+            _get(store, resnet, [path])
+    finally:
+        other.join(timeout=300)
+    assert other.exitcode == 0
+    feats, stats = _get(FeatureStore(tmp_path / "cache"), resnet, paths)
+    assert stats.computed == 0, "a writer's rows were lost"
+    torch.testing.assert_close(feats, _direct(resnet, paths), atol=1e-5, rtol=1e-5)
+    assert not stats.messages
+
+
+def test_an_index_from_another_write_is_rejected(tmp_path: Path, make_color_dataset, resnet) -> None:
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
+    first, second = paths[:3], paths[3:]
+    store = FeatureStore(tmp_path / "cache")
+    _get(store, resnet, first)
+    folder = _entry(tmp_path / "cache")
+    first_index = (folder / "index.json").read_bytes()
+    import shutil
+
+    shutil.rmtree(folder)
+    _get(store, resnet, second)
+    # same row count, the index of one write beside the data of another (a killed or racing writer)
+    (folder / "index.json").write_bytes(first_index)
+    feats, stats = _get(store, resnet, first)
+    assert stats.computed == 3
+    torch.testing.assert_close(feats, _direct(resnet, first), atol=1e-5, rtol=1e-5)
+    assert len(stats.messages) == 1 and str(folder) in stats.messages[0]
+    assert "different writes" in stats.messages[0]
+
+
+def test_a_live_writers_temp_file_is_never_cleaned(tmp_path: Path, make_color_dataset, resnet) -> None:
+    import threading
+
+    from filelock import FileLock
+
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
+    store = FeatureStore(tmp_path / "cache", lock_timeout=0.2)
+    good, _ = _get(store, resnet, paths[:2])
+    folder = _entry(tmp_path / "cache")
+    live = folder / "features.safetensors.tmp-live"
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:  # another process's writer, mid-write: it holds the entry's lock
+        with FileLock(str(folder / ".lock")):
+            live.write_bytes(b"half written")
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(30)
+        feats, stats = _get(store, resnet, paths)
+        assert live.exists()
+        assert stats.computed == 2  # the stored rows were read; nothing was written
+        torch.testing.assert_close(feats[:2], good)
+        assert len(stats.messages) == 1 and "lock" in stats.messages[0] and str(folder) in stats.messages[0]
+    finally:
+        release.set()
+        thread.join()
+    _, stats = _get(store, resnet, paths)  # the writer is gone: its temp file is stale now
+    assert stats.computed == 2 and not live.exists()
+
+
+def _flip_data(path: Path, how: str) -> None:
+    """Overwrite a safetensors file's data bytes, keeping its header intact."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    count = (len(raw) - start) // 4
+    if how == "nan":
+        values = np.full(count, np.nan, np.float32)
+    else:  # finite garbage
+        values = np.random.default_rng(0).normal(size=count).astype(np.float32)
+    raw[start:] = values.tobytes()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["nan", "garbage"])
+def test_corrupt_feature_bytes_are_dropped_recomputed_and_reported(tmp_path: Path, make_color_dataset, resnet,
+                                                                   how: str) -> None:
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
+    store = FeatureStore(tmp_path / "cache")
+    good, _ = _get(store, resnet, paths)
+    folder = _entry(tmp_path / "cache")
+    _flip_data(folder / "features.safetensors", how)
+    feats, stats = _get(store, resnet, paths)
+    assert stats.computed == len(paths)
+    torch.testing.assert_close(feats, good)
+    assert torch.isfinite(feats).all()
+    assert len(stats.messages) == 1
+    message = stats.messages[0]
+    assert str(folder) in message and "dropped" in message and "checksum" in message
+    _, stats = _get(store, resnet, paths)
+    assert stats.computed == 0 and not stats.messages
+
+
+def test_non_finite_features_are_never_stored(tmp_path: Path, make_color_dataset) -> None:
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2}))
+    broken = _backbone(0)
+    with torch.no_grad():
+        next(broken.group_modules(broken.num_groups - 1)[0].parameters()).fill_(float("nan"))
+    store = FeatureStore(tmp_path / "cache")
+    feats, stats = _get(store, broken, paths)
+    assert not torch.isfinite(feats).all()
+    assert len(stats.messages) == 1 and "not cached" in stats.messages[0]
+    _, stats = _get(store, broken, paths)
+    assert stats.computed == 2  # computed again, never served from the cache
+
+
+def test_a_file_changed_during_extraction_is_not_cached(tmp_path: Path, make_color_dataset, resnet,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.features as features
+
+    paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
+    real = features._compute
+
+    def compute_while_a_file_changes(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = real(*args, **kwargs)
+        Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(paths[1])  # rewritten after it was hashed
+        return out
+
+    monkeypatch.setattr(features, "_compute", compute_while_a_file_changes)
+    store = FeatureStore(tmp_path / "cache")
+    _, stats = _get(store, resnet, paths)
+    assert len(stats.messages) == 1 and "changed while" in stats.messages[0]
+    monkeypatch.setattr(features, "_compute", real)
+    feats, stats = _get(store, resnet, paths)
+    assert stats.computed == 1  # only the changed file, and now from its new bytes
+    torch.testing.assert_close(feats, _direct(resnet, paths), atol=1e-5, rtol=1e-5)
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path, resnet) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # 'caf\udce9.png': a Latin-1 name on a UTF-8 system
+    path = tmp_path / "data" / name
+    path.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path, format="PNG")
+    cache = tmp_path / os.fsdecode(b"cache-\xff")
+    store = FeatureStore(cache)
+    for augment in ("light", "none"):
+        feats, stats = _get(store, resnet, [str(path)], augment=augment)
+        assert stats.computed == 1 and feats.shape == (1, resnet.feature_dim)
+        again, stats = _get(store, resnet, [str(path)], augment=augment)
+        assert stats.computed == 0 and torch.equal(again, feats)
+    for folder in cache.iterdir():
+        json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    torch.testing.assert_close(feats, _direct(resnet, [str(path)]), atol=1e-5, rtol=1e-5)
+    # a message about such a folder prints on any console
+    folder = store.root / store.key(resnet, resnet.preprocessing.with_size(32), resnet.num_groups, "none", 0, 0)
+    _flip_data(folder / "features.safetensors", "nan")
+    _, stats = _get(store, resnet, [str(path)])
+    assert len(stats.messages) == 1
+    stats.messages[0].encode("utf-8")
+    assert "cache-\\xff" in stats.messages[0]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def task(self, description: str, total: int):  # noqa: ANN201
+        return None
+
+    def epoch(self, record: dict) -> None:
+        pass
+
+
+def test_a_training_run_says_when_it_dropped_a_cache_entry(tiny_data: Path, fast_kwargs: dict) -> None:
+    from tlkit.train import finetune
+
+    first = _Recorder()
+    finetune(tiny_data, recipe="linear-probe", epochs=1, reporter=first, **fast_kwargs)
+    assert not [m for m in first.messages if "feature cache" in m]
+    cache = Path(fast_kwargs["cache_dir"])
+    for folder in cache.iterdir():
+        _flip_data(folder / "features.safetensors", "nan")
+    second = _Recorder()
+    finetune(tiny_data, recipe="linear-probe", epochs=1, reporter=second, overwrite=True, **fast_kwargs)
+    dropped = [m for m in second.messages if "feature cache" in m and "dropped" in m]
+    assert len(dropped) == len(list(cache.iterdir())) >= 1
+
+
+def test_a_file_that_cannot_be_read_is_a_data_error_naming_it(tmp_path: Path, resnet) -> None:
+    from tlkit.errors import DataError
+
+    missing = tmp_path / "data" / "gone.png"
+    with pytest.raises(DataError, match="gone.png"):
+        _get(FeatureStore(tmp_path / "cache"), resnet, [str(missing)])
+    os.mkfifo(tmp_path / "pipe.png")  # a FIFO must not block the hashing
+    with pytest.raises(DataError, match="not a regular file"):
+        _get(FeatureStore(tmp_path / "cache"), resnet, [str(tmp_path / "pipe.png")])

@@ -433,6 +433,8 @@ class _Trainer:
                 view=view, seed=stage_seed, batch_size=self.extract_batch_size, workers=self.workers, device=self.device, progress=tick,
                 dist=self.dist)
             self.timings["extract_seconds"] += time.perf_counter() - t0
+            for text in stats.messages:  # a dropped cache entry, rows left uncached: say so
+                self.reporter.message(text)
             if self._base_fingerprint is None:
                 from tlkit.features import backbone_fingerprint
 
