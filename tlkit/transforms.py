@@ -47,6 +47,9 @@ def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
     if augment == "light":
         return T.Compose([*crop, *_to_normalized(pre)])
     if augment == "strong":
-        return T.Compose([*crop, T.TrivialAugmentWide(interpolation=interp), *_to_normalized(pre),
+        # TrivialAugment rotates and shears; on tensors (decoded images) torchvision does that with
+        # nearest or bilinear sampling only, so a bicubic preprocessing augments bilinearly
+        geometric = interp if interp in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR) else InterpolationMode.BILINEAR
+        return T.Compose([*crop, T.TrivialAugmentWide(interpolation=geometric), *_to_normalized(pre),
                           T.RandomErasing(p=0.25)])
     raise ConfigError(f"augment must be none, light or strong, got {augment!r}")
