@@ -27,7 +27,7 @@ from tlkit.backbones import build
 from tlkit.checkpoint import (TMP_MARK, clean_stale_temp_files, load_checkpoint, rng_state, save_checkpoint,
                               set_rng_state)
 from tlkit.config import StageConfig, load_recipe
-from tlkit.errors import CheckpointError, ConfigError, DivergedError
+from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
 from tlkit.features import FeatureStore
 from tlkit.train import CHECKPOINT, finetune
 
@@ -838,3 +838,18 @@ def test_a_budget_that_holds_every_epoch_changes_nothing(unfreeze: int | str, ti
 def test_one_cycle_schedule_with_a_budget_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"stages\[0\]\.max_minutes.*cosine"):
         load_recipe({"stages": [{"kind": "finetune", "unfreeze": 1, "schedule": "onecycle", "max_minutes": 5}]})
+
+
+
+def test_files_deleted_before_resume_are_named_or_skipped(tmp_path: Path, make_color_dataset, fast_kwargs: dict) -> None:  # noqa: ANN001
+    data = make_color_dataset(tmp_path / "data", {"red": 6, "blue": 6})
+    finetune(data, recipe="linear-probe", epochs=1, **fast_kwargs)
+    manifest = json.loads((Path(fast_kwargs["out"]) / "splits.json").read_text())
+    gone = manifest["splits"]["train"][0][0]
+    (data / gone).unlink()
+    with pytest.raises(DataError, match=gone):
+        finetune(data, recipe="linear-probe", epochs=1, resume=True, **fast_kwargs)
+    res = finetune(data, recipe="linear-probe", epochs=1, resume=True, skip_bad=True, **fast_kwargs)
+    assert gone not in res.manifest.paths("train")[0]
+    skipped = json.loads((Path(fast_kwargs["out"]) / "skipped.json").read_text())
+    assert skipped == [{"path": gone, "reason": "missing"}]

@@ -17,7 +17,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,11 +26,11 @@ from torch import nn
 
 from tlkit import backbones as backbones_mod
 from tlkit import distributed, rundir
-from tlkit.checkpoint import (atomic_write_text, clean_stale_temp_files, load_checkpoint, rng_state,
+from tlkit.checkpoint import (atomic_write_text, load_checkpoint, rng_state,
                               save_checkpoint, seed_everything, seed_worker, set_rng_state)
 from tlkit.config import RunConfig, StageConfig, config_conflicts, load_run_config, make_config, resume_config, save_yaml
 from tlkit.data import DecodedImages, ImageDataset, Manifest, check, scan
-from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError, ResourceError
+from tlkit.errors import ConfigError, DataError, DivergedError, ResourceError
 from tlkit.features import FeatureStore
 from tlkit.heads import HeadSpec
 from tlkit.model import TransferModel
@@ -162,6 +162,7 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
     the same config, and rank 0 alone writes files and reports progress (``tlkit.distributed``).
     """
     cfg.validate()
+    cfg.data.path = os.path.abspath(os.path.expanduser(cfg.data.path))  # config.yaml says exactly which data
     with distributed.session(resolve_device(cfg.device)) as dist:
         return _run(cfg, reporter, dist)
 
@@ -185,8 +186,7 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
 
     def prepare() -> tuple[Path, Manifest]:
         run_dir = prepare_run_dir(cfg)
-        if not cfg.resume:  # a resumed run keeps the config it was started with
-            save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        save_yaml(cfg.to_dict(), run_dir / "config.yaml")  # on resume: the run's own, with where it runs now
         return run_dir, _prepare_data(cfg, run_dir, reporter, scanned)
 
     # rank 0 alone creates the run directory and its first files; every rank gets the path and split
@@ -462,11 +462,11 @@ class _Trainer:
     def run_stage(self, index: int, stage: StageConfig) -> None:
         backbone = self.model.backbone
         k = first_trainable_group(self.model.backbone, stage)
-        unfreeze = 0 if stage.kind == "probe" else (backbone.num_groups - k if k > 0 else "all")
-        backbone.freeze(unfreeze)
+        backbone.freeze(0 if stage.kind == "probe" else stage.unfreeze)
         backbone.bn_eval = not stage.train_bn
         cached = k > 0
-        name = stage.name or f"{stage.kind}" + (f" (last {backbone.num_groups - k} groups)" if 0 < k < backbone.num_groups else "")
+        trained = backbone.num_groups - backbone.first_trainable_group
+        name = stage.name or f"{stage.kind}" + (f" (last {trained} groups)" if 0 < trained < backbone.num_groups else "")
         upto = "up to " if stage.max_minutes is not None else ""
         self.reporter.message(f"stage {index + 1}/{len(self.cfg.recipe.stages)}: {name}, {upto}{stage.epochs} epochs, "
                               f"{'cached activations' if cached else 'full images'}")
@@ -615,11 +615,7 @@ class _Trainer:
     def _optimizer(self, stage: StageConfig, k: int) -> torch.optim.Optimizer:
         backbone = self.model.backbone
         n = backbone.num_groups
-        if stage.kind != "probe" and not backbone.sequential:
-            # groups that only partition parameters: the stage runs on images (k == 0), which
-            # run_stage reads as "unfreeze all"; only the last `unfreeze` groups are meant to train
-            backbone.freeze(stage.unfreeze)
-            k = backbone.first_trainable_group
+        k = max(k, backbone.first_trainable_group)  # parameter-only groups: images in, the last groups train
         groups = [{"params": list(self.model.head.parameters()), "lr": stage.lr}]
         seen = {id(p) for p in groups[0]["params"]}
         for g in range(n - 1, max(k, 0) - 1, -1):  # later groups keep more of the head's rate
@@ -886,7 +882,6 @@ class _Trainer:
         """Everything needed to resume after this epoch. What the stage goes on changing (``changing``:
         its trainable keys, the optimizer, the scheduler) is copied; frozen tensors are shared, as they
         stay as they are until this state is written or replaced at the stage's end."""
-        import copy
 
         return {
             "format": "tlkit-checkpoint",
