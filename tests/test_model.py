@@ -162,3 +162,55 @@ def test_rgba_and_grayscale_inputs_predict(saved, tmp_path: Path) -> None:
     preds = model.predict([rgba, gray])
     assert preds.probs.shape == (2, 3)
     assert np.isfinite(preds.probs).all()
+
+
+# --------------------------------------------------------------------------- issue 14: tampered models
+
+
+def _copy(saved, tmp_path: Path) -> Path:  # noqa: ANN001
+    import shutil
+
+    _, folder = saved
+    target = tmp_path / "m"
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_non_finite_weights_are_refused_at_load(saved, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(saved, tmp_path)
+    state = load_file(str(folder / MODEL_WEIGHTS))
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, str(folder / MODEL_WEIGHTS))
+    with pytest.raises(CheckpointError, match=r"NaN or infinite.*" + key.replace(".", r"\.")):
+        model_mod.load(folder)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("mean", [float("nan"), 0.5, 0.5], "mean"), ("std", [0.0, 1.0, 1.0], "std"), ("std", [0.5, 0.5], "std"),
+    ("input_size", 0, "input_size"), ("input_size", -3, "input_size"), ("input_size", 30000, "input_size"),
+    ("resize_size", 10, "resize_size"), ("interpolation", "magic", "interpolation"), ("mean", "abc", "mean"),
+])
+def test_bad_preprocessing_in_model_json_is_named(saved, tmp_path: Path, field: str, value, needle: str) -> None:  # noqa: ANN001
+    folder = _copy(saved, tmp_path)
+    meta = json.loads((folder / MODEL_META).read_text())
+    meta["preprocessing"][field] = value
+    (folder / MODEL_META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"preprocessing.{needle}"):
+        model_mod.load(folder)
+
+
+def test_non_finite_outputs_are_an_error_not_a_nan_confidence(saved, tiny_data: Path) -> None:
+    from tlkit.errors import PredictionError
+
+    model, _ = saved
+    image = sorted((tiny_data / "red").glob("*.png"))[0]
+    broken = _model()
+    with torch.no_grad():
+        broken.head[-1].bias.fill_(float("inf"))
+        broken.head[-1].weight.zero_()
+    with pytest.raises(PredictionError, match="NaN or infinite"):
+        broken.predict([image])
+    assert np.isfinite(model.predict([image]).probs).all()

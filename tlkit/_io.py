@@ -9,11 +9,15 @@ previous file is intact, also where a library (``torch.save``) wraps the OS erro
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from tlkit.errors import ResourceError
 
@@ -102,3 +106,50 @@ def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# text that holds file names: undecodable bytes (PEP 383 surrogates) must never break an output
+
+# Lone surrogates: what Python makes of bytes that are not UTF-8 in a file name (PEP 383).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_text(text: str) -> str:
+    """``text`` with undecodable bytes of a file name shown as ``\\xNN``, safe to print or encode.
+
+    >>> readable_text("caf\\udce9.png")
+    'caf\\\\xe9.png'
+    """
+    text = str(text)
+    if not _SURROGATE.search(text):
+        return text
+    # U+DC80..U+DCFF are escaped bytes (surrogateescape); any other lone surrogate as \udNNN
+    return _SURROGATE.sub(
+        lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
+        else f"\\u{ord(m.group()):04x}",
+        text,
+    )
+
+
+def csv_bytes(header: list[Any], rows: list[list[Any]]) -> bytes:
+    """UTF-8 CSV; a file name's undecodable bytes are written back as they were (surrogateescape)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # a lone surrogate that is no escaped byte (not from a POSIX file name): keep the report,
+        # write it as \udNNN text
+        return text.encode("utf-8", "backslashreplace")
+
+
+def json_bytes(data: Any, *, indent: int | None = 2) -> bytes:
+    """Readable UTF-8 JSON; only lone surrogates (undecodable file names) become \\udNNN escapes,
+    which ``json.load`` turns back into the very same string."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False, default=str)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.encode("utf-8")

@@ -11,7 +11,6 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -31,6 +31,7 @@ class Predictions:
     classes: list[str]
     probs: np.ndarray  # (N, C)
     sources: list[str]  # a path, or "<image 3>" for in-memory inputs
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of files left out (skip_bad)
 
     @property
     def labels(self) -> list[str]:
@@ -107,7 +108,7 @@ class TransferModel(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "TransferModel":
         """Load a saved model from its folder (or its ``model.json``); no pickle involved."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load as safetensors_load
 
         folder = Path(path)
         if folder.is_file():
@@ -132,7 +133,7 @@ class TransferModel(nn.Module):
             raise CheckpointError(f"cannot read {meta_path}: {exc}. The file is damaged or edited; use the run's "
                                   "original model.json or train again") from exc
         try:
-            state = load_file(str(weights_path), device="cpu")
+            state = safetensors_load(weights_path.read_bytes())  # bytes: any file name, UTF-8 or not
             model.load_state_dict(state, strict=True)
         except Exception as exc:
             raise CheckpointError(f"cannot load weights {weights_path}: {str(exc).splitlines()[0][:300]}") from exc
@@ -181,14 +182,15 @@ class TransferModel(nn.Module):
         return probs
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
-                progress=None) -> Predictions:  # noqa: ANN001
+                progress=None, skip_bad: bool = False) -> Predictions:  # noqa: ANN001
         """Class probabilities for paths, folders' files, PIL images or preprocessed tensors.
 
         Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
+        An unreadable file is a DataError naming it; with ``skip_bad`` it is left out and listed in
+        ``Predictions.skipped``.
         """
         from PIL import Image
 
-        from tlkit.data import ImageDataset
 
         if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
             inputs = [inputs]
@@ -198,16 +200,7 @@ class TransferModel(nn.Module):
         sources: list[str] = []
         path_items = [str(x) for x in items if isinstance(x, (str, os.PathLike))]
         if path_items and len(path_items) == len(items):
-            loader = torch.utils.data.DataLoader(ImageDataset(path_items, None, transform), batch_size=batch_size,
-                                                 num_workers=workers, shuffle=False)
-            probs = []
-            done = 0
-            for batch, _, _ in loader:
-                probs.append(self.predict_proba_tensor(batch))
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(path_items))
-            return Predictions(self.classes, torch.cat(probs).numpy(), path_items)
+            return self._predict_files(path_items, transform, batch_size, workers, progress, skip_bad)
         from tlkit.data import load_image
 
         for i, item in enumerate(items):
@@ -224,6 +217,26 @@ class TransferModel(nn.Module):
         probs = [self.predict_proba_tensor(torch.stack(tensors[s:s + batch_size]))
                  for s in range(0, len(tensors), batch_size)]
         return Predictions(self.classes, torch.cat(probs).numpy(), sources)
+
+
+    def _predict_files(self, paths: list[str], transform, batch_size: int, workers: int, progress,  # noqa: ANN001
+                       skip_bad: bool) -> Predictions:
+        from tlkit.data import ImageDataset, collate_readable
+
+        dataset = ImageDataset(paths, None, transform, skip_bad=skip_bad)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
+                                             collate_fn=collate_readable if skip_bad else None)
+        probs, kept, skipped, done = [], [], [], 0
+        for batch, _, index, *bad in loader:
+            if len(batch):
+                probs.append(self.predict_proba_tensor(batch))
+                kept += [paths[i] for i in index.tolist()]
+            skipped += [{"path": paths[b["index"]], "reason": b["reason"]} for b in (bad[0] if bad else [])]
+            done += len(index) + (len(bad[0]) if bad else 0)
+            if progress is not None:
+                progress(done, len(paths))
+        empty = np.empty((0, len(self.classes)))
+        return Predictions(self.classes, torch.cat(probs).numpy() if probs else empty, kept, skipped)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransferModel:

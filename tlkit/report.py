@@ -22,17 +22,17 @@ Example:
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from tlkit._io import csv_bytes, json_bytes, readable_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -91,27 +91,6 @@ def _detached_figure(figsize: tuple[float, float]) -> Figure:
 
 def _short(name: str, limit: int = _MAX_TICK_CHARS) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-# Lone surrogates: what Python makes of bytes that are not UTF-8 in a file name (PEP 383).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def readable_text(text: str) -> str:
-    """``text`` with undecodable bytes of a file name shown as ``\\xNN``, safe to print or encode.
-
-    >>> readable_text("caf\\udce9.png")
-    'caf\\\\xe9.png'
-    """
-    text = str(text)
-    if not _SURROGATE.search(text):
-        return text
-    # U+DC80..U+DCFF are escaped bytes (surrogateescape); any other lone surrogate as \udNNN
-    return _SURROGATE.sub(
-        lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
-        else f"\\u{ord(m.group()):04x}",
-        text,
-    )
 
 
 def _plain(text: str) -> str:
@@ -388,16 +367,16 @@ def write_report(
         written[name] = _atomic_write(out / name, data)
 
     metrics = {"title": title, "run": run_info, **result.to_dict()}
-    put("metrics.json", _json_bytes(metrics))
+    put("metrics.json", json_bytes(metrics))
     columns = list(result.per_class[0])  # every row has the same keys; an empty bound is blank
-    put("per_class.csv", _csv_bytes(
+    put("per_class.csv", csv_bytes(
         columns, [["" if r[c] is None else r[c] for c in columns] for r in result.per_class],
     ))
-    put("confusion_matrix.csv", _csv_bytes(
+    put("confusion_matrix.csv", csv_bytes(
         ["true \\ predicted", *result.classes],
         [[name, *row] for name, row in zip(result.classes, result.confusion.tolist())],
     ))
-    put("predictions.csv", _csv_bytes(*_prediction_rows(result)))
+    put("predictions.csv", csv_bytes(*_prediction_rows(result)))
 
     images: dict[str, bytes] = {}
     n_classes = len(result.classes)
@@ -428,29 +407,6 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
     atomic_write_bytes(path, data)
     return path
-
-
-def _csv_bytes(header: list[Any], rows: list[list[Any]]) -> bytes:
-    """UTF-8 CSV; a file name's undecodable bytes are written back as they were (surrogateescape)."""
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        # a lone surrogate that is no escaped byte (not from a POSIX file name): keep the report,
-        # write it as \udNNN text
-        return text.encode("utf-8", "backslashreplace")
-
-
-def _json_bytes(data: dict[str, Any]) -> bytes:
-    """Readable UTF-8 JSON; only lone surrogates (undecodable file names) become \\udNNN escapes,
-    which ``json.load`` turns back into the very same string."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return text.encode("utf-8")
 
 
 def _prediction_rows(result: EvalResult) -> tuple[list[str], list[list[Any]]]:

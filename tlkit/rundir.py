@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from tlkit import __version__
-from tlkit.checkpoint import TMP_MARK, atomic_write_text, clean_stale_temp_files
+from tlkit._io import TMP_MARK, atomic_write_text
 from tlkit.errors import CheckpointError, ConfigError
 
 MARKER = "tlkit-run.json"
@@ -226,7 +226,7 @@ def prepare(out: str | os.PathLike, *, kind: str = "run", data: str | os.PathLik
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {folder}: {exc.strerror or exc}; choose another {option}") from exc
-    clean_stale_temp_files(folder)
+    _clean_own_temp_files(folder)
     run = RunDir(folder)
     if not resume or not run.marker.is_file():
         run.write_marker(kind)
@@ -240,6 +240,17 @@ def resumable(out: str | os.PathLike) -> RunDir:
         raise CheckpointError(f"nothing to resume in {run.path}: no tlkit run with checkpoints/last.pt there. "
                               "Start a new run without --resume")
     return run
+
+
+def _clean_own_temp_files(folder: Path) -> None:
+    """Temp files a killed writer left in the folders a run writes itself (not below them: a feature
+    cache placed inside the run folder has live writers of its own and cleans its own entries)."""
+    own = [folder] + [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)
+                      and any(fnmatch.fnmatch(e.name, p) for p in RUN_FOLDERS)]
+    for place in own:
+        for entry in os.scandir(place):
+            if TMP_MARK in entry.name and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
 
 
 def next_free(base: str | os.PathLike) -> Path:

@@ -46,9 +46,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load as safetensors_load
 
-            state = load_file(str(path), device="cpu")
+            state = safetensors_load(path.read_bytes())  # bytes: any file name, UTF-8 or not
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
