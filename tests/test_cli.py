@@ -209,3 +209,99 @@ def test_every_command_has_help_with_an_example(runner: CliRunner) -> None:
         result = cli(runner, [command, "--help"])
         assert result.exit_code == 0, command
         assert "Example" in result.stdout or command == "recipes", command
+
+
+# --------------------------------------------------------------------------- issue 14: one error line, never a traceback
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--seed", str(2**64)], "seed"), (["--max-minutes", "nan"], "max_minutes"), (["--max-minutes", "inf"], "max_minutes"),
+    (["--lr", "nan"], "lr"), (["--set", "warmup_epochs=.nan"], "warmup_epochs"), (["--device", "mps"], "mps"),
+])
+def test_bad_numbers_and_devices_are_one_line(runner: CliRunner, tiny_data: Path, tmp_path: Path, extra: list,
+                                              needle: str) -> None:
+    if "mps" in extra:
+        import torch
+
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            pytest.skip("this machine has MPS")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--out", tmp_path / "run", "--cache-dir", tmp_path / "c", *extra])
+    assert_user_error(result, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_pointing_at_a_file_or_a_symlink(runner: CliRunner, tiny_data: Path, trained_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--out", tmp_path / "file", "--overwrite"])
+    assert_user_error(result, "is a file")
+    assert (tmp_path / "file").read_text() == "not a folder"
+    shutil.copytree(trained_run, tmp_path / "real")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    result = cli(runner, ["finetune", tiny_data, *FAST, "--recipe", "linear-probe", "--epochs", "1", "--out",
+                          tmp_path / "link", "--overwrite", "--cache-dir", tmp_path / "c"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "model.safetensors").is_file()
+
+
+def test_summary_and_predict_option_values_are_checked(runner: CliRunner, trained_run: Path, tiny_data: Path) -> None:
+    assert_user_error(cli(runner, ["summary", "-b", "timm:test_resnet", "--trainable-groups", "abc"]),
+                      "--trainable-groups", "abc")
+    assert_user_error(cli(runner, ["predict", trained_run, tiny_data / "red", "--top-k", "-1"]), "--top-k")
+
+
+def test_evaluate_never_overwrites_a_report_silently(runner: CliRunner, trained_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    first = cli(runner, ["evaluate", run])
+    assert first.exit_code == 0, first.output
+    second = cli(runner, ["evaluate", run])  # the default folder is taken: the next free name
+    assert second.exit_code == 0, second.output
+    assert (run / "eval-test" / "report.html").is_file() and (run / "eval-test-2" / "report.html").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "report.html").write_text("my own report")
+    assert_user_error(cli(runner, ["evaluate", run, "--out", tmp_path / "mine"]), "--overwrite")
+    assert_user_error(cli(runner, ["evaluate", run, "--out", tmp_path / "mine", "--overwrite"]), "not a tlkit evaluation")
+    assert (tmp_path / "mine" / "report.html").read_text() == "my own report"
+    replaced = cli(runner, ["evaluate", run, "--out", run / "eval-test", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+
+
+def test_tables_are_never_cut_in_a_pipe(runner: CliRunner, trained_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    result = cli(runner, ["backbones", "lite0"])  # CliRunner's stdout is no terminal, like `| grep`
+    assert result.exit_code == 0 and "timm:tf_efficientnet_lite0" in result.stdout, result.stdout
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "with-a-long-image-name-that-goes-on.png"
+    deep.parent.mkdir(parents=True)
+    shutil.copy(tiny_data / "red" / "img_00.png", deep)
+    result = cli(runner, ["predict", trained_run, deep])
+    assert str(deep) in result.stdout, result.stdout
+
+
+def test_resume_reads_the_runs_own_options(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["finetune", tiny_data, *FAST, "--recipe", "linear-probe", "--epochs", "2", "--out", out,
+            "--cache-dir", tmp_path / "cache", "--image-size", "40"]
+    assert cli(runner, args).exit_code == 0
+    # the short command resumes with the run's options (image size 40, not the backbone's default)
+    result = cli(runner, ["finetune", tiny_data, "--out", out, "--resume", "--cache-dir", tmp_path / "cache"])
+    assert result.exit_code == 0, result.output
+    assert "40px" in result.stderr
+    result = cli(runner, ["finetune", tiny_data, "--out", out, "--resume", "--image-size", "64", "--recipe",
+                          "few-shot"])
+    assert_user_error(result, "image_size: 64 (run: 40)", "recipe: 'few-shot' (run: 'linear-probe')")
+
+
+def test_predict_and_evaluate_skip_bad_files_when_asked(runner: CliRunner, trained_run: Path, tiny_data: Path,
+                                                         tmp_path: Path) -> None:
+    folder = tmp_path / "imgs" / "red"
+    shutil.copytree(tiny_data / "red", folder)
+    (folder / "broken.png").write_bytes(b"not an image")
+    line = assert_user_error(cli(runner, ["predict", trained_run, folder]), "broken.png", "--skip-bad")
+    assert "skip-bad" in line
+    result = cli(runner, ["predict", trained_run, folder, "--skip-bad", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 10 and "broken.png" in result.stderr
+    assert_user_error(cli(runner, ["evaluate", trained_run, tmp_path / "imgs", "--out", tmp_path / "ev"]), "broken.png")
+    result = cli(runner, ["evaluate", trained_run, tmp_path / "imgs", "--skip-bad", "--out", tmp_path / "ev"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 10 and any("broken.png" in w for w in metrics["warnings"])

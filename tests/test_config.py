@@ -226,3 +226,66 @@ def test_a_dotted_stage_override_can_clear_a_field() -> None:
     cfg = make_config("somewhere", **parse_set_option(["stages.1.max_minutes=null"]), epochs=None)
     assert cfg.recipe.stages[1].max_minutes is None
     assert cfg.recipe.stages[1].epochs == load_recipe("probe-then-finetune").stages[1].epochs
+
+
+# --------------------------------------------------------------------------- issue 14: bad numbers, YAML bombs, resume
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"max_minutes": float("nan")}, "max_minutes"), ({"max_minutes": float("inf")}, "max_minutes"),
+    ({"lr": float("nan")}, "lr"), ({"warmup_epochs": float("nan")}, "warmup_epochs"),
+    ({"momentum": float("nan")}, "momentum"), ({"seed": 2**64}, "seed"), ({"seed": -1}, "seed"),
+    ({"image_size": 30000}, "image_size"),
+])
+def test_non_finite_and_out_of_range_numbers_are_refused_by_name(override: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        make_config("data", **override)
+
+
+def test_set_option_nan_is_refused() -> None:
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        make_config("data", **parse_set_option(["warmup_epochs=.nan"]))
+
+
+def test_a_recipe_with_yaml_aliases_is_refused(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+           "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n" \
+           "stages: [{kind: probe}]\n"
+    path = write_recipe(tmp_path / "bomb.yaml", bomb)
+    with pytest.raises(ConfigError, match="alias"):
+        load_recipe(path)
+    huge = write_recipe(tmp_path / "huge.yaml", "# " + "x" * 2_000_000 + "\nstages: [{kind: probe}]\n")
+    with pytest.raises(ConfigError, match="bytes"):
+        load_recipe(huge)
+
+
+def _saved(tmp_path: Path, **overrides) -> Path:  # noqa: ANN003
+    from tlkit.config import save_yaml
+
+    cfg = make_config("data", backbone="timm:test_resnet", recipe="linear-probe", image_size=64, **overrides)
+    save_yaml(cfg.to_dict(), tmp_path / "config.yaml")
+    return tmp_path / "config.yaml"
+
+
+def test_resume_takes_the_runs_own_config(tmp_path: Path) -> None:
+    from tlkit.config import resume_config
+
+    cfg = resume_config(_saved(tmp_path, epochs=3), {"workers": 2, "device": "cpu", "path": "moved/data"})
+    assert cfg.resume and cfg.data.image_size == 64 and cfg.recipe.name == "linear-probe"
+    assert cfg.recipe.stages[0].epochs == 3 and cfg.model.backbone == "timm:test_resnet"
+    assert (cfg.workers, cfg.device, cfg.data.path) == (2, "cpu", "moved/data")
+    # options equal to the run's are fine, and the run's own overwrite flag is not a conflict
+    same = resume_config(_saved(tmp_path, overwrite=True), {"image_size": 64, "recipe": "linear-probe"})
+    assert same.data.image_size == 64 and not same.overwrite
+
+
+def test_resume_refuses_conflicting_options_by_name(tmp_path: Path) -> None:
+    from tlkit.config import resume_config
+
+    path = _saved(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        resume_config(path, {"image_size": 224, "recipe": "probe-then-finetune", "lr": 0.1})
+    message = str(info.value)
+    for needle in ("image_size: 224 (run: 64)", "recipe: 'probe-then-finetune' (run: 'linear-probe')",
+                   "stages.0.lr: 0.1"):
+        assert needle in message, message

@@ -590,3 +590,40 @@ def test_export_digits(tmp_path: Path) -> None:
 def test_image_extensions_constant() -> None:
     assert IMAGE_EXTENSIONS == (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
     assert SPLITS == ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------- issue 14: trust in the scan and the manifest
+
+
+def test_a_looping_link_in_the_data_is_ignored_not_a_crash(tmp_path: Path) -> None:
+    make_class_folders(tmp_path, {"cat": 3, "dog": 3})
+    os.symlink("loop.png", tmp_path / "cat" / "loop.png")  # a file link to itself
+    os.symlink("self", tmp_path / "self")  # a folder link to itself
+    os.symlink(".", tmp_path / "dog" / "here")  # a folder link back up
+    m = scan(tmp_path)
+    assert m.classes == ["cat", "dog"] and sum(m.counts().values()) == 6
+    assert check(m).ok
+
+
+def test_a_class_named_train_is_a_class(tmp_path: Path) -> None:
+    make_class_folders(tmp_path, {"train": 4, "bus": 4, "car": 4})
+    m = scan(tmp_path)
+    assert m.layout == "class-folders" and m.classes == ["bus", "car", "train"]
+
+
+def test_a_train_split_beside_class_folders_is_named_as_ambiguous(tmp_path: Path) -> None:
+    make_split_folders(tmp_path, {"train": {"cat": 3, "dog": 3}})
+    make_class_folders(tmp_path, {"bird": 3})
+    with pytest.raises(DataError, match=r"mixes two layouts.*bird"):
+        scan(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["../outside.png", "/etc/passwd", "cat/../../x.png", "..\\x.png", "C:/x.png", ""])
+def test_manifest_paths_that_leave_the_data_root_are_refused(tmp_path: Path, bad: str) -> None:
+    make_class_folders(tmp_path / "data", {"cat": 3, "dog": 3})
+    m = scan(tmp_path / "data")
+    d = m.to_dict()
+    d["splits"]["test"].append([bad, 0])
+    (tmp_path / "splits.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="leaves the data folder"):
+        Manifest.load(tmp_path / "splits.json")

@@ -84,3 +84,51 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     resumed = subprocess.run([sys.executable, "-m", *words], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- issue 14: disk full, file modes
+
+
+def test_disk_full_while_saving_a_checkpoint_is_a_resource_error(tmpfs) -> None:  # noqa: ANN001
+    small = tmpfs("size=256k")
+    path = small / "last.pt"
+    save_checkpoint({"format": "tlkit-checkpoint", "w": torch.zeros(1000)}, path)
+    before = path.read_bytes()
+    with pytest.raises(ResourceError, match=r"disk full while writing .*last\.pt.*intact"):
+        save_checkpoint({"format": "tlkit-checkpoint", "w": torch.zeros(1_000_000)}, path)  # 4 MB > 256 kB
+    assert path.read_bytes() == before and sorted(p.name for p in small.iterdir()) == ["last.pt"]
+
+
+def test_disk_full_inside_torch_save_is_a_resource_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no file system can be mounted: the real torch.save writing into a handle that runs out of space
+    (torch wraps the OSError in its own RuntimeError)."""
+    import io
+
+    import tlkit._io as io_mod
+
+    real_fdopen = os.fdopen
+
+    class Full(io.FileIO):
+        def write(self, data):  # noqa: ANN001, ANN202
+            if self.tell() + len(data) > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(io_mod.os, "fdopen", lambda fd, mode: Full(fd, "wb") if "b" in mode else real_fdopen(fd, mode))
+    with pytest.raises(ResourceError, match="disk full"):
+        save_checkpoint({"format": "tlkit-checkpoint", "w": torch.zeros(100_000)}, tmp_path / "last.pt")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    from tlkit._io import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "report.html", "<p>for colleagues</p>")
+        save_checkpoint({"format": "tlkit-checkpoint"}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == mode

@@ -330,7 +330,6 @@ def test_offline_argument_refuses_with_the_places_tried(monkeypatch: pytest.Monk
 
 
 def test_timm_offline_refusal_lists_the_hub_cache() -> None:
-    spec = backbones.resolve("timm:test_resnet")
     with pytest.raises(WeightsError) as info:
         backbones.build("timm:test_resnet")
     message = str(info.value)

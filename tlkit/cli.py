@@ -64,6 +64,17 @@ def _friendly(func: Callable) -> Callable:
     return wrapper
 
 
+def _write_stdout(data: bytes) -> None:
+    """Bytes to standard output as they are (file names that are not UTF-8 keep their bytes)."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:  # a text-only stream (a test runner's capture)
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+
+
 def _table(*columns: str, **options) -> Table:  # noqa: ANN003
     """A table whose cells fold on a narrow terminal instead of being cut short with an ellipsis."""
     table = Table(**options)
@@ -256,6 +267,7 @@ def evaluate(
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the report (default RUN_DIR/eval-SPLIT, "
                                                     "then eval-SPLIT-2, ... when taken).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the evaluation report already in --out.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out (named in the report) instead of stopping.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
@@ -273,7 +285,8 @@ def evaluate(
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
     prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
-    result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device)
+    result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device,
+                         skip_bad=skip_bad)
     model = load(run_dir, device=device)  # again, for the Grad-CAM overlays beside the mistakes (a few MB)
     prepare(target, kind="evaluation", data=data, overwrite=overwrite)
     write_report(result, target, load_image=load_image, explain=explainer(model),
@@ -289,6 +302,7 @@ def predict(
     inputs: Annotated[List[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     top_k: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out (listed on stderr) instead of stopping.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
@@ -297,6 +311,7 @@ def predict(
 
     Example: [bold]tlkit predict runs/leaves photo.jpg more_photos/ --format csv[/]
     """
+    from tlkit._io import csv_bytes, json_bytes, readable_text
     from tlkit.data import list_images
     from tlkit.errors import ConfigError
     from tlkit.model import load
@@ -313,21 +328,20 @@ def predict(
         tick = RichReporter(err).task("predict", len(paths))
     else:
         tick = None
-    preds = model.predict(paths, batch_size=batch_size, workers=workers, progress=tick)
+    preds = model.predict(paths, batch_size=batch_size, workers=workers, progress=tick, skip_bad=skip_bad)
+    for bad in preds.skipped:
+        err.print(f"skipped: {readable_text(bad['reason'])}", markup=False, highlight=False, soft_wrap=True)
     records = preds.to_records(top_k)
     if fmt == "json":
-        sys.stdout.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+        _write_stdout(json_bytes(records) + b"\n")
     elif fmt == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "label", "confidence"] + [f"top{i + 1}" for i in range(min(top_k, len(model.classes)))])
-        for r in records:
-            writer.writerow([r["source"], r["label"], f"{r['confidence']:.4f}"] + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]])
+        header = ["path", "label", "confidence"] + [f"top{i + 1}" for i in range(min(top_k, len(model.classes)))]
+        _write_stdout(csv_bytes(header, [[r["source"], r["label"], f"{r['confidence']:.4f}"]
+                                         + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]] for r in records]))
     else:
         table = _table("image", "prediction", "confidence", f"top {top_k}")
         for r in records:
-            table.add_row(r["source"], r["label"], f"{r['confidence']:.3f}",
+            table.add_row(readable_text(r["source"]), r["label"], f"{r['confidence']:.3f}",
                           ", ".join(f"{t['class']} {t['prob']:.2f}" for t in r["top_k"]))
         out.print(table)
 
@@ -414,9 +428,11 @@ def compare(
     table.add_row("B", str(run_b), f"{c.accuracy_b:.4f}")
     out.print(table)
     lo, hi = c.difference_ci
-    out.print(f"B - A: {c.difference:+.4f}  [{lo:+.4f}, {hi:+.4f}] ({c.ci_level:.0%} paired bootstrap)")
+    out.print(f"B - A: {c.difference:+.4f}  [{lo:+.4f}, {hi:+.4f}] ({c.ci_level:.0%} CI, {c.difference_ci_method})")
     out.print(f"only A right: {c.only_a_right}   only B right: {c.only_b_right}   McNemar exact p = {c.p_value:.3g}")
     out.print(c.verdict, highlight=False)
+    for warning in c.warnings:
+        out.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
 @app.command()

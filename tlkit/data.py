@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import stat
 import unicodedata
@@ -65,7 +64,7 @@ _SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
 # Litter left by operating systems and tools; never a class, never a sample.
 _IGNORED_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
 _MANIFEST_VERSION = 1
-_SKIP_HINT = "Fix or remove the file, or leave bad files out with the skip-bad option"
+_SKIP_HINT = "Fix or remove the file, or leave bad files out with --skip-bad (finetune, evaluate, predict)"
 
 
 # --------------------------------------------------------------------------- image loading
@@ -539,7 +538,8 @@ def _make_split(
 
 
 def scan(
-    root: str | os.PathLike[str], *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+    root: str | os.PathLike[str], *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+    min_classes: int = 2,
 ) -> Manifest:
     """Find the images under ``root`` and split them into train/val/test.
 
@@ -558,6 +558,8 @@ def scan(
     > 0); n == 2 gives 1 train + 1 test; n == 1 stays in train. The result depends only on
     the file names, the seed and the fractions, never on listing order.
 
+    ``min_classes=1`` accepts a single class (evaluating a model on new images of one kind).
+
     Raises:
         ConfigError: a fraction is outside [0, 1) or they add up to 1 or more.
         DataError: ``root`` is missing or not a folder, holds no images, only one class,
@@ -569,11 +571,13 @@ def scan(
         >>> m.counts("train")          # doctest: +SKIP
         {'cat': 70, 'dog': 68}
     """
-    return _scan(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=True)[0]
+    return _scan(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=True,
+                 min_classes=min_classes)[0]
 
 
 def _scan(
-    root: str | os.PathLike[str], *, val_fraction: float, test_fraction: float, seed: int, strict: bool
+    root: str | os.PathLike[str], *, val_fraction: float, test_fraction: float, seed: int, strict: bool,
+    min_classes: int = 2,
 ) -> tuple[Manifest, list[str]]:
     """:func:`scan`; with ``strict=False`` zero or one class and val/test-only classes are allowed
     (so :func:`check` can report them). Also returns the empty class folders."""
@@ -628,7 +632,7 @@ def _scan(
             f"no images found in {folder}: expected {where} with extensions "
             f"{', '.join(IMAGE_EXTENSIONS)}. Check the path and the layout."
         )
-    if strict and len(classes) == 1:
+    if strict and len(classes) == 1 and min_classes > 1:
         raise DataError(
             f"tlkit needs at least 2 classes, but {folder} has only one ({classes[0]!r}). "
             "Add a folder of images for each class."
@@ -889,7 +893,10 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Sequence[str],
         labels: Sequence[int] | None = None,
         transform: Callable[[Image.Image], Any] | None = None,
+        *,
+        skip_bad: bool = False,
     ) -> None:
+        self.skip_bad = skip_bad
         self.paths = [os.fspath(p) for p in paths]
         if labels is not None and len(labels) != len(self.paths):
             raise DataError(f"ImageDataset got {len(self.paths)} paths but {len(labels)} labels")
@@ -903,10 +910,27 @@ class ImageDataset(torch.utils.data.Dataset):
         if not -len(self.paths) <= index < len(self.paths):
             raise IndexError(f"index {index} out of range for {len(self.paths)} images")
         index = index % len(self.paths)
-        image = load_image(self.paths[index])
+        try:
+            image = load_image(self.paths[index])
+        except DataError as exc:
+            if not self.skip_bad:
+                raise
+            return None, -1, index, str(exc)  # collate_readable lists it and leaves it out
         item = image if self.transform is None else self.transform(image)
         label = -1 if self.labels is None else self.labels[index]
         return item, label, index
+
+
+def collate_readable(batch: list) -> tuple:  # noqa: ANN001
+    """Collate for ``ImageDataset(..., skip_bad=True)``: (images, labels, indices, skipped) where
+    ``skipped`` lists ``{"path", "reason"}`` of the files that could not be read."""
+    good = [b for b in batch if len(b) == 3]
+    bad = [{"index": b[2], "reason": b[3]} for b in batch if len(b) == 4]
+    if good:
+        images, labels, indices = torch.utils.data.default_collate(good)
+    else:
+        images, labels, indices = torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    return images, labels, indices, bad
 
 
 def _as_lists(batch: list) -> tuple[list, list]:  # noqa: ANN001

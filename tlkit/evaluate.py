@@ -634,8 +634,10 @@ def _fmt_ci(value: float, ci: tuple[float, float] | None) -> str:
 
 
 def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_size: int = 32, workers: int = 0,
-             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0) -> EvalResult:
+             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0, skip_bad: bool = False) -> EvalResult:
     """Evaluate a trained model on a dataset, over the model's full class list.
+
+    ``skip_bad``: unreadable images are left out (named in ``result.warnings``) instead of stopping.
 
     ``model_or_run``: a :class:`~tlkit.model.TransferModel`, a run directory or a saved model folder.
     ``data``: ``None`` (the run's own ``split`` from its ``splits.json``), a folder of class folders
@@ -660,6 +662,7 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
         if not splits_path.is_file():
             raise DataError(f"{model_or_run} has no splits.json; give the DATA folder to evaluate on")
         manifest = Manifest.load(splits_path)
+        _check_run_root(Path(model_or_run), manifest)
     elif isinstance(data, Manifest):
         manifest = data
     else:
@@ -667,7 +670,9 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
         is_split_layout = any(p.is_dir() and p.name.lower() == "train" for p in root.iterdir()) if root.is_dir() else False
         if not is_split_layout and split != "all":
             split = "all"  # a plain class-folder dataset given for evaluation is used whole
-        manifest = scan(root, val_fraction=0.0, test_fraction=0.0) if not is_split_layout else scan(root)
+        # one class is enough to evaluate on (a folder of new images of one kind)
+        manifest = (scan(root, val_fraction=0.0, test_fraction=0.0, min_classes=1) if not is_split_layout
+                    else scan(root, min_classes=1))
     names = ("train", "val", "test") if split == "all" else (split,)
     rows = [(path, manifest.classes[label]) for s in names for path, label in zip(manifest.paths(s), manifest.labels(s))]
     if not rows:
@@ -681,9 +686,33 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
     if not known:
         raise DataError(f"none of the classes in {manifest.root} ({', '.join(sorted(unknown))}) is known to the model "
                         f"(classes: {', '.join(model.classes)})")
-    preds = model.predict([p for p, _ in known], batch_size=batch_size, workers=workers)
-    return evaluate_predictions(np.array([y for _, y in known]), preds.probs, model.classes,
-                                paths=[p for p, _ in known], unknown=unknown, n_bootstrap=n_bootstrap, seed=seed)
+    preds = model.predict([p for p, _ in known], batch_size=batch_size, workers=workers, skip_bad=skip_bad)
+    label_of = dict(known)
+    if not preds.sources:
+        raise DataError(f"none of the {len(known)} images in {manifest.root} could be read; see `tlkit check`")
+    result = evaluate_predictions(np.array([label_of[p] for p in preds.sources]), preds.probs, model.classes,
+                                  paths=preds.sources, unknown=unknown, n_bootstrap=n_bootstrap, seed=seed)
+    if preds.skipped:
+        shown = ", ".join(s["path"] for s in preds.skipped[:5]) + (" ..." if len(preds.skipped) > 5 else "")
+        result.warnings.append(f"{len(preds.skipped)} unreadable image(s) left out (--skip-bad): {shown}")
+    return result
+
+
+def _check_run_root(run_dir: Any, manifest: Any) -> None:
+    """A run's splits.json must point at the data the run was trained on (its config.yaml says where):
+    an edited root would make tlkit read files from anywhere."""
+    import os
+
+    from tlkit.config import load_run_config
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return
+    trained_on = os.path.realpath(load_run_config(config).data.path)
+    if os.path.realpath(manifest.root) != trained_on:
+        raise DataError(f"{run_dir / 'splits.json'} points at {manifest.root}, but the run was trained on "
+                        f"{trained_on} (config.yaml): the file was edited or the data moved. Give the data folder "
+                        "to evaluate on explicitly: tlkit evaluate RUN_DIR DATA")
 
 
 make_module_callable(__name__, evaluate)  # tlkit.evaluate(...) works even once this module is imported
