@@ -1,5 +1,13 @@
+"""Writes the notebooks of this folder (the committed .ipynb files are this script's output, without
+cell outputs; tests/test_notebooks.py checks that they agree). Run: python notebooks/_make_notebooks.py [OUT_DIR]"""
+
+import sys
+from pathlib import Path
+
 import nbformat as nbf
 from nbformat.v4 import new_notebook, new_markdown_cell as md, new_code_cell as code
+
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
 
 SETUP = '''import os
 import tlkit
@@ -13,9 +21,10 @@ WORK = os.environ.get("TLKIT_NB_WORK", "nb-work")
 PER_CLASS = int(os.environ["TLKIT_NB_PER_CLASS"]) if "TLKIT_NB_PER_CLASS" in os.environ else None
 options = dict(pretrained=PRETRAINED, image_size=IMAGE_SIZE, epochs=EPOCHS, overwrite=True)'''
 
-def save(nb, path):
+def save(nb, name):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, path)
+    OUT.mkdir(parents=True, exist_ok=True)
+    nbf.write(nb, OUT / name)
 
 nb = new_notebook(cells=[
     md("# tlkit quickstart\n\nA folder of class folders in, a fine-tuned classifier and an honest evaluation out.\n"
@@ -26,13 +35,13 @@ nb = new_notebook(cells=[
     code('data = tlkit.export_digits(f"{WORK}/digits", per_class=PER_CLASS)\nreport = tlkit.check(data)\nprint(report.ok, report.classes)\nreport.counts["train"]'),
     md("## 2. Fine-tune\n\nThe default recipe trains a linear probe on cached features, then fine-tunes the last layer groups on cached activations."),
     code('result = tlkit.finetune(data, backbone=BACKBONE, out=f"{WORK}/run", **options)\nresult'),
-    md("## 3. Evaluation\n\nAccuracy with a 95% bootstrap interval, per-class figures, the full confusion matrix."),
+    md("## 3. Evaluation\n\nAccuracy with an exact 95% interval (Clopper-Pearson), per-class figures with their own intervals, the full confusion matrix."),
     code("ev = result.evaluation\nev"),
     code("ev.plot_confusion_matrix(normalize=True);"),
     md("## 4. Use the model\n\nThe run directory holds a portable model (`model.safetensors` + `model.json`)."),
     code('model = tlkit.load(result.run_dir)\npreds = model.predict(result.manifest.paths("test")[:5])\nlist(zip(preds.labels, preds.confidence.round(3)))'),
 ])
-save(nb, "notebooks/01-quickstart.ipynb")
+save(nb, "01-quickstart.ipynb")
 
 nb = new_notebook(cells=[
     md("# Recipes side by side\n\nLinear probe, probe-then-finetune and gradual unfreezing on the same data and split, "
@@ -48,7 +57,7 @@ nb = new_notebook(cells=[
          'r = tlkit.finetune(data, backbone=BACKBONE, recipe=mine, out=f"{WORK}/mine", **options)\nr.evaluation'),
     code('tlkit.list_recipes()'),
 ])
-save(nb, "notebooks/02-recipes.ipynb")
+save(nb, "02-recipes.ipynb")
 
 nb = new_notebook(cells=[
     md("# Evaluation deep dive\n\nPer-class figures, the most confused pairs, the worst mistakes and calibration, "
@@ -63,7 +72,7 @@ nb = new_notebook(cells=[
     code("fig = ev.plot_misclassified(max_images=8, load_image=tlkit.load_image)"),
     code('from tlkit.report import write_report\npaths = write_report(ev, f"{WORK}/eval-report", load_image=tlkit.load_image)\nsorted(paths)'),
 ])
-save(nb, "notebooks/03-evaluation.ipynb")
+save(nb, "03-evaluation.ipynb")
 
 nb = new_notebook(cells=[
     md("# Bring your own data\n\nFolder layouts, checking a dataset, weights with no network, and resuming a run."),
@@ -85,7 +94,7 @@ nb = new_notebook(cells=[
          'again = tlkit.finetune(data, backbone=BACKBONE, recipe="linear-probe", out=run, resume=True,\n'
          '                       **{k: v for k, v in options.items() if k != "overwrite"})\nfirst.evaluation.accuracy == again.evaluation.accuracy'),
 ])
-save(nb, "notebooks/04-bring-your-own-data.ipynb")
+save(nb, "04-bring-your-own-data.ipynb")
 
 nb = new_notebook(cells=[
     md("# Look inside a model\n\nWhat a trained model is made of, what its layers respond to, and where in an image it looks "
@@ -127,4 +136,4 @@ nb = new_notebook(cells=[
     code('from tlkit.explain import explainer\n\n'
          'fig = result.evaluation.plot_misclassified(max_images=6, load_image=tlkit.load_image, explain=explainer(model))'),
 ])
-save(nb, "notebooks/05-look-inside.ipynb")
+save(nb, "05-look-inside.ipynb")

@@ -34,3 +34,16 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert os.path.isdir(tmp_path / "work")
+
+
+def test_committed_notebooks_are_what_the_script_writes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = NOTEBOOKS[0].parent / "_make_notebooks.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True)
+    written = sorted(tmp_path.glob("*.ipynb"))
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    for committed, fresh in zip(NOTEBOOKS, written):
+        cells = [(c.cell_type, c.source) for c in nbformat.read(committed, as_version=4).cells]
+        assert cells == [(c.cell_type, c.source) for c in nbformat.read(fresh, as_version=4).cells], committed.name
