@@ -57,17 +57,23 @@ def test_gpu_out_of_memory_names_the_batch_size(tiny_data, fast_kwargs, monkeypa
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_path: Path) -> None:  # noqa: ANN001
     run = tmp_path / "run"
+    # one stage on images (tens of ms an epoch), long enough that it cannot end before the signal
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text("stages:\n  - kind: finetune\n    unfreeze: all\n    epochs: 60\n    lr: 0.001\n"
+                      "    early_stopping: 1000\n")
     env = {**os.environ, "TLKIT_CACHE_DIR": str(tmp_path / "cache"), "TLKIT_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tlkit", "finetune", str(tiny_data), "-b", "timm:test_resnet", "--no-pretrained",
-           "--image-size", "32", "--workers", "0", "--out", str(run), "--epochs", "400",
-           "--recipe", "linear-probe", "--set", "stages.0.early_stopping=1000000"]
+           "--image-size", "32", "--workers", "0", "--out", str(run), "--recipe", str(recipe)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoint = run / "checkpoints" / "last.pt"
+    checkpoint, metrics = run / "checkpoints" / "last.pt", run / "metrics.jsonl"
+
+    def epochs_logged() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+
     deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), proc.communicate()[1][-2000:]
-    time.sleep(0.5)
+    while not (checkpoint.exists() and epochs_logged() >= 2) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists() and proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
