@@ -64,7 +64,10 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     env = {**os.environ, "TLKIT_CACHE_DIR": str(tmp_path / "cache"), "TLKIT_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tlkit", "finetune", str(tiny_data), "-b", "timm:test_resnet", "--no-pretrained",
            "--image-size", "32", "--workers", "0", "--out", str(run), "--recipe", str(recipe)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell without job control starts background commands with SIGINT ignored, and Python then never
+    # installs its KeyboardInterrupt handler: give the child the default a terminal's Ctrl-C meets
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint, metrics = run / "checkpoints" / "last.pt", run / "metrics.jsonl"
 
     def epochs_logged() -> int:
