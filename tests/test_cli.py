@@ -305,3 +305,24 @@ def test_predict_and_evaluate_skip_bad_files_when_asked(runner: CliRunner, train
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 10 and any("broken.png" in w for w in metrics["warnings"])
+
+
+def test_every_option_a_message_names_exists() -> None:
+    """Hints and errors name CLI options (``use --batch-size 8``): each must be an option of a tlkit command."""
+    import re
+
+    import typer.main
+
+    import tlkit
+
+    command = typer.main.get_command(app)
+    known = {opt for sub in command.commands.values() for param in sub.params
+             for opt in [*param.opts, *getattr(param, "secondary_opts", [])]}
+    torchrun = {"--standalone", "--nnodes"}  # torchrun's own options, in the multi-GPU hints
+    named: dict[str, set[str]] = {}
+    for source in sorted(Path(tlkit.__file__).parent.rglob("*.py")):
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*(?![\w-])", source.read_text()):
+            named.setdefault(option, set()).add(source.name)
+    unknown = {option: sorted(files) for option, files in named.items() if option not in known | torchrun}
+    assert not unknown, f"messages name options no command has: {unknown}"
+    assert {"--batch-size", "--resume", "--overwrite", "--skip-bad"} <= set(named)
