@@ -5,10 +5,10 @@ Usage (from the repository root)::
     uv run python bench/hashing.py                       # ~3-5 min on a 2-core CPU
     uv run python bench/hashing.py --reps 1 --extract 32 --warm-files 400   # a quick look
 
-``tlkit.features`` hashes every file's bytes (BLAKE2b) on every ``FeatureStore.get`` call instead
+``tlkit.train.feature_store`` hashes every file's bytes (BLAKE2b) on every ``FeatureStore.get`` call instead
 of trusting size+mtime. This script measures, side by side in one run (A B C A B C ...):
 
-* **hash**: ``tlkit.features.content_ids`` (what ``get`` does: BLAKE2b of each file's bytes), per file;
+* **hash**: ``tlkit.train.feature_store.content_ids`` (what ``get`` does: BLAKE2b of each file's bytes), per file;
 * **stat**: ``os.stat`` per file (what the old size+mtime key cost), for scale;
 * **decode**: ``tlkit.data.load_image`` + the eval transform at 224 px, per file;
 * **extract**: ``FeatureStore.get`` on an empty cache (decode, transform, efficientnet_lite0
@@ -95,9 +95,9 @@ def clock(fn) -> float:  # noqa: ANN001
 
 def per_file_rows(sets: dict[str, list[str]], extract_n: int, reps: int, work: Path) -> list[tuple]:
     """Per-file medians of hash / stat / decode / extract for each set of files, timed alternately."""
-    from tlkit.backbones import build
     from tlkit.data import load_image
-    from tlkit.features import FeatureStore, content_ids
+    from tlkit.models.backbones import build
+    from tlkit.train.feature_store import FeatureStore, content_ids
     from tlkit.transforms import eval_transform
 
     backbone = build("efficientnet_lite0", offline=True)
@@ -123,8 +123,8 @@ def per_file_rows(sets: dict[str, list[str]], extract_n: int, reps: int, work: P
 
 def warm_get(paths: list[str], reps: int, work: Path) -> dict[str, float]:
     """Wall time of a fully cached ``FeatureStore.get`` on ``paths``, beside its hashing alone."""
-    from tlkit.backbones import build
-    from tlkit.features import FeatureStore, content_ids
+    from tlkit.models.backbones import build
+    from tlkit.train.feature_store import FeatureStore, content_ids
 
     backbone = build("efficientnet_lite0", offline=True)
     pre = backbone.preprocessing.with_size(64)  # fills the cache quickly; rows are 1280 floats at any size

@@ -73,7 +73,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from rich.console import Console
 
     import tlkit

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the check
     sys.path.insert(0, str(ROOT))
 
 E_HEAD_EPOCHS = 10  # section 2: head epochs of the frozen-backbone run
-EXTRACT_BATCH = 64  # tlkit's extraction batch (tlkit.train._Trainer._base_inputs) and default stage batch size
+EXTRACT_BATCH = 64  # tlkit's extraction batch (tlkit.train.pipeline._Trainer._base_inputs) and default stage batch size
 WORKER_VARIANTS = (0, 2)
 SECTIONS = (
     "1. Feature extraction",
@@ -84,7 +84,7 @@ def make_settings(quick: bool, device: str, reps: int | None) -> Settings:
         return Settings(True, device, "timm:test_resnet", False, 32, 4, reps or 1, (64,), (0,), (0,))
     import torch
 
-    from tlkit.train import default_workers
+    from tlkit.train.pipeline import default_workers
 
     # 0, 1, 2 and tlkit's own default for this device
     own = default_workers(torch.device("cuda" if device.startswith("cuda") else "cpu"))
@@ -178,7 +178,7 @@ def export_data(root: Path, per_class: int) -> tuple[Path, list[str], list[int]]
 
 
 def build_backbone(s: Settings):  # noqa: ANN201
-    from tlkit.backbones import build
+    from tlkit.models.backbones import build
 
     return build(s.backbone, **s.build_kwargs)
 
@@ -190,6 +190,7 @@ def preprocessing(s: Settings, bb):  # noqa: ANN001, ANN201
 def image_loader(paths: list[str], labels: list[int] | None, transform, batch: int, workers: int,  # noqa: ANN001, ANN201
                  shuffle: bool = False, device: str = "cpu", generator=None):  # noqa: ANN001
     import torch
+
     from tlkit.data import ImageDataset
 
     return torch.utils.data.DataLoader(ImageDataset(paths, labels, transform), batch_size=batch, shuffle=shuffle,
@@ -198,6 +199,7 @@ def image_loader(paths: list[str], labels: list[int] | None, transform, batch: i
 
 def predecode(paths: list[str], transform) -> "Any":  # noqa: ANN001
     import torch
+
     from tlkit.data import load_image
 
     return torch.stack([transform(load_image(p)) for p in paths])
@@ -214,7 +216,8 @@ def fresh_dir(parent: Path, name: str) -> Path:
 
 def bench_extraction(s: Settings, work: Path, paths: list[str], report: Report, shared: dict) -> None:
     import torch
-    from tlkit.features import FeatureStore
+
+    from tlkit.train.feature_store import FeatureStore
     from tlkit.transforms import eval_transform
 
     section = SECTIONS[0]
@@ -293,7 +296,8 @@ def bench_frozen(s: Settings, work: Path, paths: list[str], labels: list[int], r
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from tlkit.features import FeatureStore
+
+    from tlkit.train.feature_store import FeatureStore
     from tlkit.transforms import eval_transform
 
     section = SECTIONS[1]
@@ -384,7 +388,7 @@ def _epoch_seconds(run_dir: Path) -> list[float]:
 
 
 def bench_refit(s: Settings, work: Path, data: Path, report: Report, shared: dict) -> None:
-    from tlkit.train import finetune
+    from tlkit.train.pipeline import finetune
 
     section = SECTIONS[2]
     firsts, seconds, parts, probe_epochs = [], [], [], []
@@ -451,6 +455,7 @@ def _plain_finetune(s: Settings, data: Path, workers: int, epochs: int, trainabl
     import torch
     import torch.nn.functional as F
     from torch import nn
+
     from tlkit.data import scan
     from tlkit.transforms import eval_transform, train_transform
 
@@ -513,7 +518,7 @@ def _warm_up_training(s: Settings) -> None:
 
 
 def _tlkit_finetune(s: Settings, work: Path, data: Path, workers: int, unfreeze: int | str) -> tuple[list[float], int, dict]:
-    from tlkit.train import finetune
+    from tlkit.train.pipeline import finetune
 
     recipe = {"name": "ft", "stages": [{"kind": "finetune", "unfreeze": unfreeze, "epochs": 2, "augment": "light",
                                         "lr": 1e-4}]}
@@ -586,6 +591,7 @@ def bench_gpu(s: Settings, paths: list[str], report: Report, notes: list[str]) -
         return
     import torch.nn.functional as F
     from torch import nn
+
     from tlkit.transforms import eval_transform
 
     bb = build_backbone(s).cuda().eval()
@@ -710,7 +716,7 @@ def _vm_kib(field_name: str) -> int:
     return 0
 
 
-MEMORY_PRELOAD = ["torch", "torchvision", "timm", "tlkit.backbones", "tlkit.features", "tlkit.train"]
+MEMORY_PRELOAD = ["torch", "torchvision", "timm", "tlkit.models.backbones", "tlkit.train.feature_store", "tlkit.train.pipeline"]
 
 
 def memory_context():  # noqa: ANN201
@@ -737,8 +743,8 @@ def memory_child(spec: dict, queue) -> None:  # noqa: ANN001
     """One configuration in a fresh process; puts {'baseline_kib', 'peak_kib'} (or an error) on ``queue``."""
     try:
         baseline = _vm_kib("VmHWM")  # peak so far: interpreter + imports (inherited from the forkserver)
-        from tlkit.features import FeatureStore
-        from tlkit.train import finetune
+        from tlkit.train.feature_store import FeatureStore
+        from tlkit.train.pipeline import finetune
 
         s = make_settings(spec["quick"], spec["device"], 1)
         work = Path(spec["work"])
@@ -797,11 +803,11 @@ def bench_memory(s: Settings, work: Path, data: Path, paths: list[str], report: 
 
 
 def machine_description(s: Settings, command: str, load_start: tuple, load_end: tuple) -> list[str]:
+    import timm
     import torch
     import torchvision
-    import timm
 
-    from tlkit.train import default_workers
+    from tlkit.train.pipeline import default_workers
 
     cpu = "unknown"
     with contextlib.suppress(OSError):

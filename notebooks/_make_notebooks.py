@@ -23,6 +23,8 @@ options = dict(pretrained=PRETRAINED, image_size=IMAGE_SIZE, epochs=EPOCHS, over
 
 def save(nb, name):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating changes nothing that did not change
+        cell.id = f"{Path(name).stem}-{i:02d}"
     OUT.mkdir(parents=True, exist_ok=True)
     nbf.write(nb, OUT / name)
 
@@ -70,7 +72,7 @@ nb = new_notebook(cells=[
     code("ev.plot_per_class();"),
     code("ev.plot_reliability();\nprint(f'expected calibration error: {ev.ece:.3f}')"),
     code("fig = ev.plot_misclassified(max_images=8, load_image=tlkit.load_image)"),
-    code('from tlkit.report import write_report\npaths = write_report(ev, f"{WORK}/eval-report", load_image=tlkit.load_image)\nsorted(paths)'),
+    code('from tlkit.report.files import write_report\npaths = write_report(ev, f"{WORK}/eval-report", load_image=tlkit.load_image)\nsorted(paths)'),
 ])
 save(nb, "03-evaluation.ipynb")
 
@@ -109,7 +111,7 @@ nb = new_notebook(cells=[
     code("print(model.summary())"),
     md("## 2. Feature maps\n\nThe activations of one layer group for one test image: its 16 most active channels. "
        "Early groups keep the image's layout (edges, strokes); later ones are coarser and more abstract."),
-    code('from tlkit.inspection import feature_maps, first_conv_filters, plot_grid\n\n'
+    code('from tlkit.models.inspection import feature_maps, first_conv_filters, plot_grid\n\n'
          'image_path = result.manifest.paths("test")[0]\n'
          'image = model.eval_transform()(tlkit.load_image(image_path))  # preprocessed exactly as for prediction\n'
          'group = model.backbone.group_names[len(model.backbone.group_names) // 3]  # an early group: finer maps\n'
@@ -133,7 +135,7 @@ nb = new_notebook(cells=[
     md("## 5. The mistakes, with their heat maps\n\nThe evaluation report of every run shows the Grad-CAM overlay beside each "
        "misclassified image; here is the same gallery in the notebook. From the command line: "
        "`tlkit explain RUN_DIR IMAGE_OR_FOLDER... [--class NAME] [--layer GROUP]` writes image|overlay PNGs."),
-    code('from tlkit.explain import explainer\n\n'
+    code('from tlkit.models.explain import explainer\n\n'
          'fig = result.evaluation.plot_misclassified(max_images=6, load_image=tlkit.load_image, explain=explainer(model))'),
 ])
 save(nb, "05-look-inside.ipynb")

@@ -1,4 +1,4 @@
-"""Tests for tlkit.backbones: names, structure, freezing, preprocessing, the listing.
+"""Tests for tlkit.models.backbones: names, structure, freezing, preprocessing, the listing.
 
 Every model is built with random weights (``pretrained=False``) and fed 64-pixel images, so nothing
 is downloaded; caches are pointed at ``tmp_path`` and ``TLKIT_OFFLINE=1`` anyway.
@@ -15,9 +15,10 @@ import torch
 import torchvision
 from torch import nn
 
-from tlkit import backbones, layouts, weights
-from tlkit.backbones import Backbone, Preprocessing, build, count_parameters, list_backbones, resolve
 from tlkit.errors import BackboneError
+from tlkit.models import backbones, layouts
+from tlkit.models import pretrained as weights
+from tlkit.models.backbones import Backbone, Preprocessing, build, count_parameters, list_backbones, resolve
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -517,7 +518,7 @@ def test_parameter_groups_run_whole_from_images() -> None:
 def test_opaque_backbone_refuses_to_train_only_a_part() -> None:
     """A timm model without a group_matcher (PiT) is one group: unfreeze N would train all of it."""
     from tlkit.config import StageConfig
-    from tlkit.train import first_trainable_group
+    from tlkit.train.pipeline import first_trainable_group
 
     bb = _meta("timm:pit_ti_224")
     for n in (1, 2):
@@ -536,7 +537,7 @@ def test_opaque_backbone_refuses_to_train_only_a_part() -> None:
 
 def test_first_trainable_group_per_execution() -> None:
     from tlkit.config import StageConfig
-    from tlkit.train import first_trainable_group
+    from tlkit.train.pipeline import first_trainable_group
 
     sequential, parameters = _meta("timm:test_resnet"), _meta("timm:test_vit")
     stage = StageConfig(kind="finetune", unfreeze=2)
@@ -566,7 +567,7 @@ def test_layer_groups_are_objects() -> None:
 def test_fine_tuning_a_parameter_grouped_backbone_trains_only_its_last_groups(
         tiny_data: Path, tmp_path: Path) -> None:
     """unfreeze: 1 on a ViT trains its last block (and final norm) on images, and nothing before it."""
-    from tlkit.train import finetune
+    from tlkit.train.pipeline import finetune
 
     recipe = {"stages": [{"kind": "finetune", "unfreeze": 1, "epochs": 1, "lr": 0.05, "augment": "none"}]}
     res = finetune(tiny_data, recipe=recipe, backbone="timm:test_vit", pretrained=False, image_size=32, workers=0,
@@ -662,7 +663,7 @@ def test_googlenet_and_inception_fine_tune_in_train_mode(arch: str, size: int, u
 
 @pytest.mark.parametrize("name, size", [("tv:googlenet", 64), ("tv:swin_t", 64), ("timm:test_vit", 64)])
 def test_summary_lists_groups_and_layers_of_the_new_layouts(name: str, size: int) -> None:
-    from tlkit.inspection import summarize
+    from tlkit.models.inspection import summarize
 
     torch.manual_seed(0)
     bb = build(name, pretrained=False)

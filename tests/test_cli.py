@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tlkit.cli import app
-from tlkit.train import CHECKPOINT
+from tlkit.train.pipeline import CHECKPOINT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

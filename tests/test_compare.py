@@ -1,8 +1,9 @@
-"""Paired comparison of two runs (``tlkit.compare``, ``tlkit compare``)."""
+"""Paired comparison of two runs (``tlkit.evaluation.comparison``, ``tlkit compare``)."""
 
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tlkit.cli import app
-from tlkit.compare import MIN_DISCORDANT, compare
 from tlkit.errors import ConfigError, DataError
-from tlkit.evaluate import evaluate_predictions
-from tlkit.report import write_report
-from tlkit.stats import paired_difference_interval
+from tlkit.evaluation.comparison import MIN_DISCORDANT, compare
+from tlkit.evaluation.scoring import evaluate_predictions
+from tlkit.evaluation.stats import paired_difference_interval
+from tlkit.report.files import write_report
 
 CLASSES = ["a", "b"]
 
@@ -26,7 +27,7 @@ def write_predictions(folder: Path, right: np.ndarray, *, paths: list[str] | Non
     n = len(right)
     paths = paths or [f"/data/test/img_{i:04d}.png" for i in range(n)]
     labels = labels or [CLASSES[i % 2] for i in range(n)]
-    # as tlkit.report writes it: UTF-8, undecodable bytes of file names kept (surrogateescape)
+    # as tlkit.report.files writes it: UTF-8, undecodable bytes of file names kept (surrogateescape)
     with open(folder / "predictions.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         w = csv.writer(handle)
         w.writerow(["index", "path", "true", "pred", "correct", "confidence", "prob_a", "prob_b"])
@@ -200,11 +201,12 @@ def test_cli_compare(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "error:" in result.stderr and "Traceback" not in result.output
 
 
-def test_tlkit_compare_stays_callable_after_its_module_is_imported(tmp_path: Path) -> None:
+def test_public_functions_stay_functions_after_their_modules_are_imported(tmp_path: Path) -> None:
     import tlkit
-    import tlkit.compare  # noqa: F401  (importing the module rebinds tlkit.compare to it)
-    import tlkit.demo  # noqa: F401
+    import tlkit._demo  # noqa: F401  (no module shares its public function's name, so nothing is shadowed)
+    import tlkit.evaluation.comparison  # noqa: F401
+    import tlkit.evaluation.scoring  # noqa: F401
 
     a, b = pair(tmp_path)
     assert tlkit.compare(a, b).difference == tlkit.compare(a, b).difference == pytest.approx(15 / 400)
-    assert callable(tlkit.demo) and callable(tlkit.evaluate)
+    assert all(inspect.isfunction(getattr(tlkit, name)) for name in ("compare", "evaluate", "demo", "finetune", "load"))

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tlkit.config import (RunConfig, StageConfig, apply_overrides, from_dict, list_recipes, load_recipe, make_config,
-                          parse_set_option, recipes_dir)
+from tlkit.config import RunConfig, StageConfig, apply_overrides, from_dict, list_recipes, load_recipe, make_config, parse_set_option, recipes_dir
 from tlkit.errors import ConfigError
 
 BUILT_IN = ("linear-probe", "probe-then-finetune", "gradual-unfreeze", "full-finetune", "few-shot")

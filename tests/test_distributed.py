@@ -1,4 +1,4 @@
-"""Tests for tlkit.distributed: torchrun with 2 gloo CPU processes against 1 process, and the
+"""Tests for tlkit.train.distributed: torchrun with 2 gloo CPU processes against 1 process, and the
 ``--nproc-per-node`` launcher.
 
 The 2-process run is launched for real (``python -m torch.distributed.run --standalone
@@ -32,10 +32,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import tlkit
-import tlkit.distributed as distributed
+import tlkit.train.distributed as distributed
 from tlkit.cli import app
 from tlkit.errors import ConfigError
-from tlkit.train import finetune
+from tlkit.train.pipeline import finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,14 +19,14 @@ from sklearn.metrics import (
 )
 
 from tlkit.errors import ConfigError, DataError
-from tlkit.evaluate import (
+from tlkit.evaluation.scoring import (
     MAX_CI_WIDTH,
     MIN_CLASS_SUPPORT,
     MIN_TEST_IMAGES,
     EvalResult,
     evaluate_predictions,
 )
-from tlkit.stats import exact_interval, wilson_interval
+from tlkit.evaluation.stats import exact_interval, wilson_interval
 
 
 def random_predictions(
@@ -381,7 +381,7 @@ def test_10k_predictions_time() -> None:
 
 def test_compute_modules_import_no_plotting_and_no_cycle() -> None:
     code = (
-        "import sys, tlkit.stats, tlkit.compare, tlkit.evaluate; "
+        "import sys, tlkit.evaluation.stats, tlkit.evaluation.comparison, tlkit.evaluation.scoring; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

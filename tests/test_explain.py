@@ -62,7 +62,7 @@ def test_gradcam_peak_falls_on_the_square(trained) -> None:  # noqa: ANN001
     scored against another image's square (a shuffled control) must do far worse, so a
     coordinate mix-up (crop offset, x/y swapped, wrong scale) or a map that ignores the image fails.
     """
-    from tlkit.explain import explain_many
+    from tlkit.models.explain import explain_many
 
     result, where = trained
     paths = sorted(where)
@@ -82,8 +82,8 @@ def test_input_to_source_undoes_resize_and_centre_crop() -> None:
     """A marked pixel, pushed through the real eval transform, maps back to where it was."""
     import torch
 
-    from tlkit.backbones import Preprocessing
-    from tlkit.explain import input_to_source
+    from tlkit.models.backbones import Preprocessing
+    from tlkit.models.explain import input_to_source
     from tlkit.transforms import eval_transform
 
     pre = Preprocessing(64, 73, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear")
@@ -99,7 +99,7 @@ def test_input_to_source_undoes_resize_and_centre_crop() -> None:
 
 @pytest.mark.slow
 def test_gradcam_is_a_normalised_map_at_input_size(trained) -> None:  # noqa: ANN001
-    from tlkit.explain import explain
+    from tlkit.models.explain import explain
 
     result, where = trained
     pre = result.model.preprocessing
@@ -113,7 +113,7 @@ def test_gradcam_is_a_normalised_map_at_input_size(trained) -> None:  # noqa: AN
 @pytest.mark.slow
 def test_explain_a_chosen_class_and_overlays(trained, tmp_path: Path) -> None:  # noqa: ANN001
     from tlkit.errors import ConfigError
-    from tlkit.explain import explain, write_overlays
+    from tlkit.models.explain import explain, write_overlays
 
     result, where = trained
     path = next(iter(where))
@@ -130,11 +130,11 @@ def test_layer_choice_and_no_side_effects() -> None:
     """Default layer: the last group with a map of at least 7x7; names and indexes; clear errors."""
     import torch
 
-    from tlkit.backbones import build
     from tlkit.errors import ConfigError
-    from tlkit.explain import gradcam
-    from tlkit.heads import HeadSpec
-    from tlkit.model import TransferModel
+    from tlkit.models.backbones import build
+    from tlkit.models.explain import gradcam
+    from tlkit.models.heads import HeadSpec
+    from tlkit.models.transfer import TransferModel
 
     bb = build("timm:test_resnet", pretrained=False)
     bb.freeze(0)
@@ -156,7 +156,7 @@ def test_layer_choice_and_no_side_effects() -> None:
 def test_summary_counts_match_the_libraries() -> None:
     import timm
 
-    from tlkit.inspection import summarize_name
+    from tlkit.models.inspection import summarize_name
 
     s = summarize_name("efficientnet_lite0", num_classes=2)
     assert s.frozen_params == 3_371_008 and s.total_params == 3_373_570
@@ -171,8 +171,8 @@ def test_summary_counts_match_the_libraries() -> None:
 def test_feature_maps_and_filters() -> None:
     import torch
 
-    from tlkit.backbones import build
-    from tlkit.inspection import feature_maps, first_conv_filters
+    from tlkit.models.backbones import build
+    from tlkit.models.inspection import feature_maps, first_conv_filters
 
     bb = build("timm:test_resnet", pretrained=False)
     maps = feature_maps(bb, torch.randn(3, 64, 64), "layer1", top=8)

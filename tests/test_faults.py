@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlkit.checkpoint import load_checkpoint, save_checkpoint
 from tlkit.errors import ResourceError
+from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _sha(path: Path) -> str:
@@ -44,7 +44,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: py
 
 
 def test_gpu_out_of_memory_names_the_batch_size(tiny_data, fast_kwargs, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    import tlkit.train as train
+    import tlkit.train.pipeline as train
 
     def oom(self, index, stage):  # noqa: ANN001, ANN202
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

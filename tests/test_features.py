@@ -1,4 +1,4 @@
-"""Tests for tlkit.features.FeatureStore: keys, per-file invalidation, damaged caches, exact values."""
+"""Tests for tlkit.train.feature_store.FeatureStore: keys, per-file invalidation, damaged caches, exact values."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tlkit.backbones import build
 from tlkit.data import load_image
-from tlkit.features import FeatureStore, backbone_fingerprint
+from tlkit.models.backbones import build
+from tlkit.train.feature_store import FeatureStore, backbone_fingerprint
 from tlkit.transforms import eval_transform
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -390,7 +390,7 @@ def test_non_finite_features_are_never_stored(tmp_path: Path, make_color_dataset
 
 def test_a_file_changed_during_extraction_is_not_cached(tmp_path: Path, make_color_dataset, resnet,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlkit.features as features
+    import tlkit.train.feature_store as features
 
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
     real = features._compute
@@ -449,7 +449,7 @@ class _Recorder:
 
 
 def test_a_training_run_says_when_it_dropped_a_cache_entry(tiny_data: Path, fast_kwargs: dict) -> None:
-    from tlkit.train import finetune
+    from tlkit.train.pipeline import finetune
 
     first = _Recorder()
     finetune(tiny_data, recipe="linear-probe", epochs=1, reporter=first, **fast_kwargs)

@@ -1,4 +1,4 @@
-"""Tests for tlkit.model.TransferModel: save/load without pickles, predict on every input kind."""
+"""Tests for tlkit.models.transfer.TransferModel: save/load without pickles, predict on every input kind."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-import tlkit.model as model_mod
-from tlkit.backbones import build
+import tlkit.models.transfer as model_mod
 from tlkit.data import load_image
 from tlkit.errors import CheckpointError, ConfigError
-from tlkit.heads import HeadSpec
-from tlkit.model import MODEL_META, MODEL_WEIGHTS, Predictions, TransferModel
+from tlkit.models.backbones import build
+from tlkit.models.heads import HeadSpec
+from tlkit.models.transfer import MODEL_META, MODEL_WEIGHTS, Predictions, TransferModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,7 +143,7 @@ def test_damaged_saved_model_is_a_checkpoint_error(tmp_path: Path, saved, damage
 
 
 def test_saved_weights_load_into_timm_directly(saved) -> None:
-    """The backbone keeps the library's own state-dict names (documented in tlkit.backbones)."""
+    """The backbone keeps the library's own state-dict names (documented in tlkit.models.backbones)."""
     import timm
     from safetensors.torch import load_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tlkit.train import finetune
+from tlkit.train.pipeline import finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

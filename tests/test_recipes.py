@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tlkit.config import list_recipes
-from tlkit.train import finetune
-from tlkit.weights import PACKAGED, availability
+from tlkit.models.pretrained import PACKAGED, availability
+from tlkit.train.pipeline import finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,7 +20,7 @@ PACKAGED_BACKBONES = sorted(f"timm:{arch}" for arch in PACKAGED)
 @pytest.mark.parametrize("recipe", sorted(list_recipes()))
 def test_every_built_in_recipe_runs_with_every_packaged_backbone(recipe: str, backbone: str, tiny_data: Path,
                                                                  tmp_path: Path) -> None:
-    from tlkit.backbones import resolve
+    from tlkit.models.backbones import resolve
 
     assert availability(resolve(backbone)) == "packaged"
     result = finetune(tiny_data, backbone=backbone, recipe=recipe, epochs=1, image_size=32, workers=0, batch_size=8,

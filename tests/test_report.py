@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from tlkit.evaluate import EvalResult, evaluate_predictions
-from tlkit.report import plot_misclassified, print_summary, write_report
+from tlkit.evaluation.scoring import EvalResult, evaluate_predictions
+from tlkit.report.files import plot_misclassified, print_summary, write_report
 
 EXPECTED_FILES = {
     "metrics.json",

@@ -13,7 +13,7 @@ from tlkit import rundir
 from tlkit.data import scan
 from tlkit.errors import CheckpointError, ConfigError
 from tlkit.rundir import MARKER, RunDir, check_location, folder_kind, next_free, prepare
-from tlkit.train import finetune
+from tlkit.train.pipeline import finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,8 +178,8 @@ def test_a_run_inside_the_data_folder_is_never_a_class(tmp_path: Path, make_colo
 def test_report_files_are_all_known_to_the_run_dir(tmp_path: Path) -> None:
     import numpy as np
 
-    from tlkit.evaluate import evaluate_predictions
-    from tlkit.report import write_report
+    from tlkit.evaluation.scoring import evaluate_predictions
+    from tlkit.report.files import write_report
 
     result = evaluate_predictions([0, 1, 1], np.eye(2)[[0, 1, 0]], ["a", "b"], n_bootstrap=20)
     written = write_report(result, tmp_path / "ev")

@@ -1,4 +1,4 @@
-"""Tests for tlkit.train (the stage loop) and tlkit.checkpoint (atomic, safe, resumable state).
+"""Tests for tlkit.train.pipeline (the stage loop) and tlkit.train.checkpoint (atomic, safe, resumable state).
 
 Every run uses a randomly initialised ``timm:test_resnet`` on 32 px colour-coded images written in
 tmp_path, with its run directory and feature cache in tmp_path too.
@@ -21,15 +21,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import tlkit.model as model_mod
-import tlkit.train as train_mod
-from tlkit.backbones import build
-from tlkit.checkpoint import (TMP_MARK, clean_stale_temp_files, load_checkpoint, rng_state, save_checkpoint,
-                              set_rng_state)
+import tlkit.models.transfer as model_mod
+import tlkit.train.pipeline as train_mod
+from tlkit._io import TMP_MARK, clean_stale_temp_files
+from tlkit._seeding import rng_state, set_rng_state
 from tlkit.config import StageConfig, load_recipe
 from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
-from tlkit.features import FeatureStore
-from tlkit.train import CHECKPOINT, finetune
+from tlkit.models.backbones import build
+from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
+from tlkit.train.feature_store import FeatureStore
+from tlkit.train.pipeline import CHECKPOINT, finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -106,9 +107,9 @@ def _no_report(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
 def _skip_html_reports(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plots are most of a tiny run's time; only the end-to-end recipe tests write the real report."""
     if request.node.originalname != "test_built_in_recipe_runs_end_to_end":
-        import tlkit.report
+        import tlkit.report.files
 
-        monkeypatch.setattr(tlkit.report, "write_report", _no_report)
+        monkeypatch.setattr(tlkit.report.files, "write_report", _no_report)
 
 
 # --------------------------------------------------------------------------- 1. every built-in recipe
@@ -203,9 +204,9 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
     monkeypatch.setattr(train_mod._Trainer, "_validate", wrap("validate", train_mod._Trainer._validate))
     monkeypatch.setattr(train_mod._Trainer, "evaluate_test", wrap("test", train_mod._Trainer.evaluate_test))
     monkeypatch.setattr(FeatureStore, "get", wrap("extract", FeatureStore.get))
-    import tlkit.report
+    import tlkit.report.files
 
-    real_report = tlkit.report.write_report
+    real_report = tlkit.report.files.write_report
 
     def report(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         phase["name"] = "report"  # Grad-CAM of the mistakes runs the whole model on their images
@@ -214,10 +215,10 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
         finally:
             phase["name"] = "setup"
 
-    monkeypatch.setattr(tlkit.report, "write_report", report)
-    import tlkit.explain
+    monkeypatch.setattr(tlkit.report.files, "write_report", report)
+    import tlkit.models.explain
 
-    real_explainer = tlkit.explain.explainer
+    real_explainer = tlkit.models.explain.explainer
 
     def explainer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         phase["name"] = "report"  # it finds the Grad-CAM layer with one forward pass
@@ -226,7 +227,7 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
         finally:
             phase["name"] = "setup"
 
-    monkeypatch.setattr(tlkit.explain, "explainer", explainer)
+    monkeypatch.setattr(tlkit.models.explain, "explainer", explainer)
 
     recipe = {"stages": [{"kind": "probe", "epochs": 1}, {"kind": "finetune", "unfreeze": 1, "epochs": 2,
                                                            "augment": "light", "views": 1, "lr": 0.01}]}
@@ -268,12 +269,12 @@ def _run(data: Path, out: Path, cache: Path, recipe: dict, reporter=None, **kw) 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import tlkit.report
+    import tlkit.report.files
 
     root = tmp_path_factory.mktemp("uninterrupted")
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tlkit.report, "write_report", _no_report)
+        mp.setattr(tlkit.report.files, "write_report", _no_report)
         for name, recipe in (("cached", CACHED_RECIPE), ("images", IMAGE_RECIPE)):
             res = _run(tiny_data, root / name, root / f"cache-{name}", recipe)
             (root / name / "accuracy.json").write_text(json.dumps(res.evaluation.accuracy))
@@ -664,10 +665,10 @@ def test_same_seed_with_dataloader_workers_on_images(tiny_data: Path, tmp_path: 
 
 def test_resume_with_dataloader_workers_on_images_equals_uninterrupted(tiny_data: Path, tmp_path: Path) -> None:
     """RELIABILITY: resumed == uninterrupted on CPU with DataLoader workers on (augmentation in workers)."""
-    import tlkit.report
+    import tlkit.report.files
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tlkit.report, "write_report", _no_report)
+        mp.setattr(tlkit.report.files, "write_report", _no_report)
         base = _run(tiny_data, tmp_path / "base", tmp_path / "cache-base", IMAGE_RECIPE, workers=2)
         out = tmp_path / "run"
         with pytest.raises(KeyboardInterrupt):
@@ -730,7 +731,7 @@ def test_compile_option_compiles_each_group_and_saves_plain_names(tiny_data: Pat
 
 def test_calibrated_validation_loss_ignores_confidence_scale_but_not_ranking() -> None:
     """Selection by val_calibrated_loss: an under- or overconfident copy of a model scores the same."""
-    from tlkit.train import calibrated_nll
+    from tlkit.train.pipeline import calibrated_nll
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 5, (300,), generator=gen)

@@ -1,4 +1,4 @@
-"""Tests for tlkit.weights: where pretrained weights come from, offline first.
+"""Tests for tlkit.models.pretrained: where pretrained weights come from, offline first.
 
 No test needs a network. Every cache (torch hub, Hugging Face hub) is pointed at ``tmp_path`` and
 ``TLKIT_OFFLINE=1`` is set, so a test that would reach a download fails instead of hanging, and the
@@ -15,8 +15,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tlkit import backbones, transforms, weights
+from tlkit import transforms
 from tlkit.errors import WeightsError
+from tlkit.models import backbones
+from tlkit.models import pretrained as weights
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -3,55 +3,57 @@
 >>> import tlkit
 >>> # result = tlkit.finetune("data/leaves", backbone="resnet18")
 >>> # model = tlkit.load(result.run_dir); model.predict("leaf.jpg").labels
+
+The public names below load lazily (PEP 562): ``import tlkit`` stays fast, and torch and timm
+load on first use. Each name points at the module that owns it; see the package map in README.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from tlkit.errors import (BackboneError, CheckpointError, ConfigError, DataError,  # noqa: E402
-                          DivergedError, TlkitError, WeightsError)
+from tlkit._version import __version__
+from tlkit.errors import BackboneError, CheckpointError, ConfigError, DataError, DivergedError, TlkitError, WeightsError
+
+#: public name -> "module:attribute"
+_PUBLIC = {
+    "finetune": "tlkit.train.pipeline:finetune",
+    "run": "tlkit.train.pipeline:run",
+    "FinetuneResult": "tlkit.train.pipeline:FinetuneResult",
+    "load": "tlkit.models.transfer:load",
+    "TransferModel": "tlkit.models.transfer:TransferModel",
+    "Predictions": "tlkit.models.transfer:Predictions",
+    "scan": "tlkit.data:scan",
+    "check": "tlkit.data:check",
+    "load_image": "tlkit.data:load_image",
+    "Manifest": "tlkit.data:Manifest",
+    "export_digits": "tlkit.data:export_digits",
+    "build_backbone": "tlkit.models.backbones:build",
+    "list_backbones": "tlkit.models.backbones:list_backbones",
+    "resolve_backbone": "tlkit.models.backbones:resolve",
+    "make_config": "tlkit.config:make_config",
+    "load_recipe": "tlkit.config:load_recipe",
+    "list_recipes": "tlkit.config:list_recipes",
+    "RunConfig": "tlkit.config:RunConfig",
+    "Recipe": "tlkit.config:Recipe",
+    "StageConfig": "tlkit.config:StageConfig",
+    "evaluate": "tlkit.evaluation.scoring:evaluate",
+    "evaluate_predictions": "tlkit.evaluation.scoring:evaluate_predictions",
+    "EvalResult": "tlkit.evaluation.scoring:EvalResult",
+    "compare": "tlkit.evaluation.comparison:compare",
+    "Comparison": "tlkit.evaluation.comparison:Comparison",
+    "demo": "tlkit._demo:demo",
+}
 
 
 def __getattr__(name: str):  # noqa: ANN202
-    # Lazy: `import tlkit` stays fast (torch and timm load only when needed).
-    if name in ("finetune", "run", "FinetuneResult"):
-        from tlkit import train
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
+    module, _, attr = _PUBLIC[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
-        return getattr(train, name)
-    if name in ("load", "TransferModel", "Predictions"):
-        from tlkit import model
 
-        return getattr(model, name)
-    if name in ("scan", "check", "load_image", "Manifest", "export_digits"):
-        from tlkit import data
-
-        return getattr(data, name)
-    if name in ("build_backbone", "list_backbones", "resolve_backbone"):
-        from tlkit import backbones
-
-        return {"build_backbone": backbones.build, "list_backbones": backbones.list_backbones,
-                "resolve_backbone": backbones.resolve}[name]
-    if name in ("make_config", "load_recipe", "list_recipes", "RunConfig", "Recipe", "StageConfig"):
-        from tlkit import config
-
-        return getattr(config, name)
-    if name in ("compare", "Comparison"):  # importlib: `from tlkit import compare` would come back here
-        import importlib
-
-        return getattr(importlib.import_module("tlkit.compare"), name)
-    if name in ("evaluate_predictions", "EvalResult"):
-        from tlkit import evaluate as evaluate_mod
-
-        return getattr(evaluate_mod, name)
-    if name == "demo":
-        from tlkit.demo import demo
-
-        return demo
-    if name == "evaluate":
-        import importlib
-
-        return importlib.import_module("tlkit.evaluate").evaluate
-    raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
 
 
 __all__ = ["__version__", "TlkitError", "DataError", "WeightsError", "BackboneError", "CheckpointError",
-           "ConfigError", "DivergedError", "finetune", "load", "evaluate", "compare", "scan", "check"]
+           "ConfigError", "DivergedError", *_PUBLIC]

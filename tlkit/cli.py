@@ -120,7 +120,7 @@ def backbones(
 
     Example: [bold]tlkit backbones convnext[/]
     """
-    from tlkit.backbones import list_backbones
+    from tlkit.models.backbones import list_backbones
 
     table = _table("name", "alias", "source", "params", "features", "input", "weights here")
     for row in list_backbones(filter, limit=limit):
@@ -223,8 +223,8 @@ def finetune(
     """
     from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
-    from tlkit.report import print_summary
-    from tlkit.train import config_for, run
+    from tlkit.report.files import print_summary
+    from tlkit.train.pipeline import config_for, run
 
     overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
@@ -240,7 +240,7 @@ def finetune(
     overrides.update(parse_set_option(set_ or []))
     cfg = config_for(data, backbone, recipe, overrides)
     if nproc_per_node is not None:  # options are checked above, once, before any process starts
-        from tlkit.distributed import check_local_launch, launch_local
+        from tlkit.train.distributed import check_local_launch, launch_local
 
         check_local_launch(nproc_per_node, device)
         code = launch_local(nproc_per_node, _command_line(ctx, leave_out={"nproc_per_node"}),
@@ -277,10 +277,10 @@ def evaluate(
     Example: [bold]tlkit evaluate runs/leaves data/leaves_new --split all[/]
     """
     from tlkit.data import load_image
-    from tlkit.evaluate import evaluate as evaluate_fn
-    from tlkit.explain import explainer
-    from tlkit.model import load
-    from tlkit.report import print_summary, write_report
+    from tlkit.evaluation.scoring import evaluate as evaluate_fn
+    from tlkit.models.explain import explainer
+    from tlkit.models.transfer import load
+    from tlkit.report.files import print_summary, write_report
     from tlkit.rundir import next_free, prepare
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
@@ -314,7 +314,7 @@ def predict(
     from tlkit._io import csv_bytes, json_bytes, readable_text
     from tlkit.data import list_images
     from tlkit.errors import ConfigError
-    from tlkit.model import load
+    from tlkit.models.transfer import load
 
     if fmt not in ("table", "csv", "json"):
         raise ConfigError(f"--format must be table, csv or json, got {fmt!r}")
@@ -361,9 +361,8 @@ def explain(
     Example: [bold]tlkit explain runs/leaves leaf.jpg --class rust[/]
     """
     from tlkit.data import list_images
-    from tlkit.explain import write_overlays
-    from tlkit.model import load
-
+    from tlkit.models.explain import write_overlays
+    from tlkit.models.transfer import load
     from tlkit.rundir import prepare
 
     model = load(run_dir)
@@ -386,9 +385,8 @@ def summary(
 
     Example: [bold]tlkit summary -b resnet18 --num-classes 5 --trainable-groups 2[/]
     """
-    from tlkit.inspection import summarize_name
-
     from tlkit.errors import ConfigError
+    from tlkit.models.inspection import summarize_name
 
     if trainable_groups != "all" and not trainable_groups.isdigit():
         raise ConfigError(f"--trainable-groups must be a whole number of layer groups or 'all', got {trainable_groups!r}")
@@ -417,7 +415,7 @@ def compare(
     Gives the difference with a paired bootstrap interval and McNemar's exact test: much sharper
     than comparing the two runs' own intervals. Example: [bold]tlkit compare runs/probe runs/default[/]
     """
-    from tlkit.compare import compare as compare_fn
+    from tlkit.evaluation.comparison import compare as compare_fn
 
     c = compare_fn(run_a, run_b)
     if as_json:
@@ -445,9 +443,9 @@ def demo(
 
     Example: [bold]tlkit demo --out demo-run[/]
     """
+    from tlkit._demo import demo as demo_fn
     from tlkit.console import RichReporter
-    from tlkit.demo import demo as demo_fn
-    from tlkit.report import print_summary
+    from tlkit.report.files import print_summary
 
     result = demo_fn(out_dir, reporter=RichReporter(err), epochs=epochs)
     if result.evaluation is not None:

@@ -370,7 +370,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe | dict | None = None) -
 
 
 def save_yaml(data: dict, path: str | os.PathLike) -> None:
-    from tlkit.checkpoint import atomic_write_text
+    from tlkit._io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 

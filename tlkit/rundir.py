@@ -22,8 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tlkit import __version__
 from tlkit._io import TMP_MARK, atomic_write_text
+from tlkit._version import __version__
 from tlkit.errors import CheckpointError, ConfigError
 
 MARKER = "tlkit-run.json"
@@ -31,7 +31,7 @@ MARKER_FORMAT = "tlkit-run"
 MARKER_VERSION = 1
 KINDS = ("run", "evaluation", "explain")
 
-#: the files of an evaluation report (``tlkit.report.write_report``); a run holds them too
+#: the files of an evaluation report (``tlkit.report.files.write_report``); a run holds them too
 REPORT_FILES = frozenset({
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png",
     "confusion_matrix_normalized.png", "reliability.png", "per_class.png", "misclassified.png", "report.html",

@@ -6,8 +6,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from tlkit.backbones import Preprocessing
 from tlkit.errors import ConfigError
+from tlkit.models.backbones import Preprocessing
 
 
 def _interp(name: str) -> InterpolationMode:

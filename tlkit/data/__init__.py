@@ -337,7 +337,7 @@ def _check_relative(rel: str, where: str) -> None:
 
 def _atomic_write(target: str, data: bytes) -> None:
     """Write bytes so that ``target`` is either the old file or the complete new one."""
-    from tlkit.checkpoint import atomic_write_bytes
+    from tlkit._io import atomic_write_bytes
 
     atomic_write_bytes(Path(target), data)
 

@@ -1,6 +1,6 @@
 """Metrics, confidence intervals and a confusion matrix computed from predictions.
 
-Compute only: nothing here plots or writes files (that is ``tlkit.report``). Every metric is the
+Compute only: nothing here plots or writes files (that is ``tlkit.report.files``). Every metric is the
 number scikit-learn gives, always computed over the model's *full* class list, so a class that is
 absent from the test set still has its row and column in the confusion matrix.
 
@@ -11,7 +11,7 @@ ever of zero width. ``EvalResult.warnings`` says when the test set is too small 
 
 Example:
     >>> import numpy as np
-    >>> from tlkit.evaluate import evaluate_predictions
+    >>> from tlkit.evaluation.scoring import evaluate_predictions
     >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     >>> result = evaluate_predictions([0, 1, 1, 1], probs, ["cat", "dog"], n_bootstrap=200)
     >>> result.accuracy
@@ -33,9 +33,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from tlkit import stats
-from tlkit._callable import make_module_callable
 from tlkit.errors import ConfigError, DataError
+from tlkit.evaluation import stats
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,7 +63,7 @@ class EvalResult:
 
     Build it with :func:`evaluate_predictions`; the derived fields are plain Python/numpy values.
     Each interval is a ``(low, high)`` tuple at ``ci_level``, and its ``*_ci_method`` field names
-    the method that made it (one of the names in :mod:`tlkit.stats`). ``per_class`` is a list of
+    the method that made it (one of the names in :mod:`tlkit.evaluation.stats`). ``per_class`` is a list of
     flat dicts with the same keys in every row (``class``, ``precision``, ``recall``, ``f1``,
     ``support``, ``precision_ci_low``, ``precision_ci_high``, ``recall_ci_low``,
     ``recall_ci_high``, ``predicted``; a bound is ``None`` where its denominator is 0), so
@@ -158,7 +157,7 @@ class EvalResult:
         Class names and paths that are not valid text (undecodable file names) are shown with
         ``\\xNN`` escapes, so the summary can always be printed.
         """
-        from tlkit.report import readable_text as readable
+        from tlkit.report.files import readable_text as readable
 
         level = f"{self.ci_level:.0%} CI"
         lines = [f"warning: {w}" for w in self.warnings]
@@ -194,7 +193,7 @@ class EvalResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from tlkit.report import result_html
+        from tlkit.report.files import result_html
 
         return result_html(self)
 
@@ -202,22 +201,22 @@ class EvalResult:
         acc = _fmt_ci(self.accuracy, self.accuracy_ci)
         return f"EvalResult(n={self.n}, classes={len(self.classes)}, accuracy={acc})"
 
-    # Thin conveniences; the drawing code lives in tlkit.report.
+    # Thin conveniences; the drawing code lives in tlkit.report.files.
     def plot_confusion_matrix(self, ax: Axes | None = None, *, normalize: bool = False) -> Axes:
         """Draw the confusion matrix (counts, or rows normalised to recall)."""
-        from tlkit.report import plot_confusion_matrix
+        from tlkit.report.files import plot_confusion_matrix
 
         return plot_confusion_matrix(self, ax, normalize=normalize)
 
     def plot_reliability(self, ax: Axes | None = None) -> Axes:
         """Draw the reliability diagram with the ECE in the title."""
-        from tlkit.report import plot_reliability
+        from tlkit.report.files import plot_reliability
 
         return plot_reliability(self, ax)
 
     def plot_per_class(self, ax: Axes | None = None) -> Axes:
         """Draw per-class recall and F1 with the support of each class."""
-        from tlkit.report import plot_per_class
+        from tlkit.report.files import plot_per_class
 
         return plot_per_class(self, ax)
 
@@ -226,8 +225,8 @@ class EvalResult:
         explain: Callable[[str], Any] | None = None,
     ) -> Figure:
         """Draw a gallery of the most confident mistakes (``explain``: Grad-CAM beside each, see
-        :func:`tlkit.explain.explainer`)."""
-        from tlkit.report import plot_misclassified
+        :func:`tlkit.models.explain.explainer`)."""
+        from tlkit.report.files import plot_misclassified
 
         return plot_misclassified(self, max_images, load_image=load_image, explain=explain)
 
@@ -639,7 +638,7 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
 
     ``skip_bad``: unreadable images are left out (named in ``result.warnings``) instead of stopping.
 
-    ``model_or_run``: a :class:`~tlkit.model.TransferModel`, a run directory or a saved model folder.
+    ``model_or_run``: a :class:`~tlkit.models.transfer.TransferModel`, a run directory or a saved model folder.
     ``data``: ``None`` (the run's own ``split`` from its ``splits.json``), a folder of class folders
     (every image is used unless ``split`` names a split of a train/val/test layout), or a
     :class:`~tlkit.data.Manifest`. Images in folders whose name is not one of the model's classes
@@ -650,7 +649,7 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
     from pathlib import Path
 
     from tlkit.data import Manifest, scan
-    from tlkit.model import TransferModel, load
+    from tlkit.models.transfer import TransferModel, load
 
     model = model_or_run if isinstance(model_or_run, TransferModel) else load(model_or_run, device=device)
     if split not in ("train", "val", "test", "all"):
@@ -715,4 +714,3 @@ def _check_run_root(run_dir: Any, manifest: Any) -> None:
                         "to evaluate on explicitly: tlkit evaluate RUN_DIR DATA")
 
 
-make_module_callable(__name__, evaluate)  # tlkit.evaluate(...) works even once this module is imported

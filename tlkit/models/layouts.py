@@ -9,7 +9,7 @@ last group's output into features. Its :class:`Execution` says what the groups c
   network still runs whole from images, and freezing still trains only the last groups;
 * ``OPAQUE``: one group, the whole network; it can be frozen or trained, nothing in between.
 
-This module imports nothing from ``tlkit.backbones`` (which builds on it).
+This module imports nothing from ``tlkit.models.backbones`` (which builds on it).
 """
 
 from __future__ import annotations

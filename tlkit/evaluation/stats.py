@@ -1,4 +1,4 @@
-"""Confidence intervals shared by :mod:`tlkit.evaluate` and :mod:`tlkit.compare`.
+"""Confidence intervals shared by :mod:`tlkit.evaluation.scoring` and :mod:`tlkit.evaluation.comparison`.
 
 Compute only, and the bottom of the chain: this module imports nothing of tlkit but its errors,
 and scipy only inside the functions that need it. Every interval is a ``(low, high)`` pair at a
@@ -6,7 +6,7 @@ two-sided confidence ``level``; every method has a name (the constants below) th
 store beside the interval, so a report can say how each interval was made.
 
 Example:
-    >>> from tlkit.stats import exact_interval, wilson_interval, paired_difference_interval
+    >>> from tlkit.evaluation.stats import exact_interval, wilson_interval, paired_difference_interval
     >>> [round(v, 3) for v in exact_interval(18, 18, level=0.95)]
     [0.815, 1.0]
     >>> [round(v, 3) for v in wilson_interval(18, 18, level=0.95)]

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlkit import stats
-from tlkit._callable import make_module_callable
 from tlkit.errors import ConfigError, DataError
+from tlkit.evaluation import stats
 
 PREDICTIONS = "predictions.csv"
 
@@ -32,7 +31,7 @@ PREDICTIONS = "predictions.csv"
 #: apart (and the bootstrap of so few is too optimistic: Newcombe's interval is used instead).
 #: With 9 disagreements only a split of 8 to 1 or more lopsided gets McNemar p below 0.05.
 MIN_DISCORDANT = 10
-#: Fewer paired images than this: every number is rough (same threshold as tlkit.evaluate).
+#: Fewer paired images than this: every number is rough (same threshold as tlkit.evaluation.scoring).
 MIN_PAIRED_IMAGES = 30
 #: An interval of B - A wider than this: the test set cannot resolve smaller differences.
 MAX_DIFFERENCE_CI_WIDTH = 0.2
@@ -44,7 +43,7 @@ class Comparison:
 
     ``difference_ci`` is a ``(low, high)`` tuple at ``ci_level``, made by the method that
     ``difference_ci_method`` names (``percentile-bootstrap`` or ``newcombe-paired-score``, see
-    :mod:`tlkit.stats`). ``warnings`` lists, in words, why the comparison may not support a
+    :mod:`tlkit.evaluation.stats`). ``warnings`` lists, in words, why the comparison may not support a
     conclusion; it is empty when none applies.
     """
 
@@ -109,7 +108,7 @@ def predictions_file(path: str | os.PathLike) -> Path:
 def _read(path: Path) -> dict[str, tuple[str, bool]]:
     """path of each image -> (true label, whether the prediction was right).
 
-    Read as tlkit.report writes it: UTF-8, with the undecodable bytes of a file name kept as
+    Read as tlkit.report.files writes it: UTF-8, with the undecodable bytes of a file name kept as
     they are (surrogateescape), so such a path is the same string in both runs' files.
     """
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
@@ -135,7 +134,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, n_bootstrap: int = 10
     The interval of B - A: a percentile bootstrap over ``n_bootstrap`` paired resamples of the
     images when the runs disagree on at least :data:`MIN_DISCORDANT` images; otherwise (and when
     ``n_bootstrap`` is 0, or the bootstrap comes out of zero width) Newcombe's hybrid score
-    interval for paired proportions (Newcombe 1998, method 10; :func:`tlkit.stats.paired_difference_interval`),
+    interval for paired proportions (Newcombe 1998, method 10; :func:`tlkit.evaluation.stats.paired_difference_interval`),
     which stays of positive width even with no disagreement at all, where the bootstrap gives
     [0, 0]. McNemar's exact test (a two-sided binomial test on the discordant images) gives
     ``p_value``; 1 when there are none.
@@ -199,4 +198,3 @@ def _warnings(n: int, discordant: int, interval: tuple[float, float], level: flo
     return tuple(out)
 
 
-make_module_callable(__name__, compare)  # tlkit.compare(...) works even once this module is imported

@@ -14,7 +14,7 @@ What each part of a run does across N processes:
   (:meth:`Distributed.on_main`); the others get the result, or the same error.
 * Feature extraction (cached stages): the files to compute are split over the ranks and the rows
   gathered back in order, so every rank holds the same full tensor; rank 0 alone reads and
-  writes the on-disk feature store (:meth:`tlkit.features.FeatureStore.get`).
+  writes the on-disk feature store (:meth:`tlkit.train.feature_store.FeatureStore.get`).
 * Cached stages (probe, boundary fine-tuning) take milliseconds per epoch: every rank runs the
   same steps on the same full tensor, and rank 0's weights are broadcast at the end of the stage.
 * Image stages: DistributedDataParallel with a DistributedSampler. **A recipe's batch_size is the
@@ -219,7 +219,7 @@ class Distributed:
         """Seed this rank's global RNGs for an epoch on images, differently on each rank
         (augmentation without workers, dropout): an epoch then depends on (seed, rank) alone."""
         if self.enabled:
-            from tlkit.checkpoint import seed_everything
+            from tlkit._seeding import seed_everything
 
             seed_everything((seed + 7919 * self.rank) % 2**32)
 

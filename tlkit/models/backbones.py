@@ -11,9 +11,9 @@ Naming rule (documented in the README):
 
 A built :class:`Backbone` is an ``nn.Module`` mapping images to pooled features of size
 ``feature_dim``. Its layers are split into ordered *groups* (stem, stages, last block; see
-``tlkit.layouts`` for each family) so recipes can freeze and unfreeze by group, and, where the
+``tlkit.models.layouts`` for each family) so recipes can freeze and unfreeze by group, and, where the
 groups run one after another (``Backbone.sequential``), so the frozen prefix can be run once and
-cached (see ``tlkit.features``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
+cached (see ``tlkit.train.feature_store``). The model's own state-dict names are kept (``Backbone.model``), so saved weights
 stay loadable by timm or torchvision directly.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from tlkit import layouts
 from tlkit.errors import BackboneError
-from tlkit.layouts import Execution, LayerGroup, Layout
+from tlkit.models import layouts
+from tlkit.models.layouts import Execution, LayerGroup, Layout
 
 #: Bare names that mean something more specific to tlkit.
 ALIASES: dict[str, str] = {
@@ -225,7 +225,7 @@ class Backbone(nn.Module):
     """A pretrained network without its classifier, split into ordered layer groups.
 
     ``backbone(images)`` returns pooled features of shape ``(N, feature_dim)``. The groups
-    (:attr:`groups`, :class:`tlkit.layouts.LayerGroup` objects) are what ``freeze`` counts. When the
+    (:attr:`groups`, :class:`tlkit.models.layouts.LayerGroup` objects) are what ``freeze`` counts. When the
     layout is :attr:`sequential`, ``forward_groups(x, start, stop)`` runs groups ``start..stop-1``
     only (and the pooling when ``stop == num_groups``): that is what lets tlkit cache activations
     at the boundary of the frozen part. Otherwise the groups only partition the parameters (or
@@ -530,13 +530,13 @@ def build(name: str | BackboneSpec, *, pretrained: bool = True, weights_file: st
     """Build a backbone by name, with pretrained weights resolved offline first.
 
     ``pretrained=False`` gives random weights (tests, architecture checks). Weights are looked up
-    in the order documented in :func:`tlkit.weights.load_pretrained`.
+    in the order documented in :func:`tlkit.models.pretrained.load_pretrained`.
 
     >>> bb = build("timm:test_resnet", pretrained=False)
     >>> bb(torch.zeros(2, 3, 32, 32)).shape[-1] == bb.feature_dim
     True
     """
-    from tlkit import weights as weights_mod
+    from tlkit.models import pretrained as weights_mod
 
     spec = resolve(name) if isinstance(name, str) else name
     model = create_model(spec)
@@ -557,7 +557,7 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 def describe_name(name: str) -> dict:
     """Facts about a backbone without downloading anything: built on the meta device."""
-    from tlkit import weights as weights_mod
+    from tlkit.models import pretrained as weights_mod
 
     spec = resolve(name)
     device = "meta"

@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlkit.backbones import Backbone, Preprocessing
-from tlkit.checkpoint import atomic_write_bytes, atomic_write_text, clean_stale_temp_files
+from tlkit._io import atomic_write_bytes, atomic_write_text, clean_stale_temp_files
 from tlkit.errors import DataError
+from tlkit.models.backbones import Backbone, Preprocessing
 
 if TYPE_CHECKING:
-    from tlkit.distributed import Distributed
+    from tlkit.train.distributed import Distributed
 
 FORMAT_VERSION = 2
 INDEX, DATA, LOCK = "index.json", "features.safetensors", ".lock"
@@ -351,10 +351,10 @@ class FeatureStore:
 
         Only contents not already stored go through the backbone. ``stats.messages`` holds what
         the user should be told (an entry dropped and why, rows left uncached). With ``dist``
-        (several processes, see ``tlkit.distributed``) every rank must call this with the same
+        (several processes, see ``tlkit.train.distributed``) every rank must call this with the same
         arguments: they share the files to compute and all get the full tensor back.
         """
-        from tlkit.distributed import SINGLE
+        from tlkit.train.distributed import SINGLE
 
         stop_group = backbone.num_groups if stop_group is None else stop_group
         if not paths:

@@ -1,53 +1,14 @@
-"""Atomic writes, safe loads and complete resumable training state.
-
-A checkpoint is written to a temporary file in the same folder, flushed and fsynced, then renamed
-over the old one: a process killed mid-write leaves the previous checkpoint intact. Loading uses
-``torch.load(weights_only=True)``, so a pickle payload in a foreign file is refused, never run.
-"""
+"""Seeds and random-number-generator state: what makes a resumed run identical to an uninterrupted one."""
 
 from __future__ import annotations
 
 import math
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from tlkit._io import TMP_MARK, atomic_write, atomic_write_bytes, atomic_write_text, clean_stale_temp_files
-from tlkit.errors import CheckpointError
-
-
-__all__ = ["TMP_MARK", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp_files", "save_checkpoint",
-           "load_checkpoint", "rng_state", "set_rng_state", "seed_everything", "seed_worker"]
-
-
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
-    atomic_write(path, lambda h: torch.save(state, h))
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; refuse anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot load checkpoint {path}: {first[:300]}. It is truncated, foreign or unsafe "
-            "(tlkit loads with weights_only=True and refuses pickled objects); use another checkpoint or start with --overwrite"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != "tlkit-checkpoint":
-        raise CheckpointError(f"{path} is not a tlkit checkpoint (no 'format: tlkit-checkpoint' entry)")
-    return state
-
-
-# --------------------------------------------------------------------------------------------
-# RNG state: everything that makes a resumed run identical to an uninterrupted one
+__all__ = ["rng_state", "set_rng_state", "seed_everything", "seed_worker"]
 
 
 def rng_state() -> dict:

@@ -1,6 +1,6 @@
 """Look inside a model: a Keras-style summary, feature maps and first-layer filters.
 
-Compute only: functions return plain data (rows, arrays); drawing lives in ``tlkit.report``-style
+Compute only: functions return plain data (rows, arrays); drawing lives in ``tlkit.report.files``-style
 helpers at the bottom, which import matplotlib lazily.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.backbones import Backbone, build
-from tlkit.heads import HeadSpec, make_head
+from tlkit.models.backbones import Backbone, build
+from tlkit.models.heads import HeadSpec, make_head
 
 
 @dataclass

@@ -26,8 +26,8 @@ from tlkit.errors import ConfigError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tlkit.backbones import Backbone, Preprocessing
-    from tlkit.model import TransferModel
+    from tlkit.models.backbones import Backbone, Preprocessing
+    from tlkit.models.transfer import TransferModel
 
 #: The default Grad-CAM layer is the last group whose feature map has at least this many cells on
 #: its shorter side; coarser maps (4x4 at 128 px) cannot say which part of an object mattered.
@@ -250,7 +250,7 @@ def explainer(model: "TransferModel", class_name: str | None = None, *,
 def write_overlays(model: "TransferModel", images: Sequence[str], out_dir: str | os.PathLike,
                    class_name: str | None = None, *, layer: int | str | None = None) -> list[Path]:
     """Save ``<n>-<name>-<class>.gradcam.png`` (image | overlay side by side) for each image; returns the paths."""
-    from tlkit.checkpoint import atomic_write_bytes
+    from tlkit._io import atomic_write_bytes
     from tlkit.data import safe_name
 
     out = Path(out_dir)

@@ -2,7 +2,7 @@
 
 Reading order: :func:`run` prepares the run directory, data and model, then calls
 :func:`_run_stage` for each stage; a stage trains either on cached activations (everything
-before its first trainable layer group runs once, see ``tlkit.features``) or, when the whole
+before its first trainable layer group runs once, see ``tlkit.train.feature_store``) or, when the whole
 backbone trains, on images. Every epoch ends with validation, a JSON line in ``metrics.jsonl``
 and an atomic checkpoint that is enough to resume exactly.
 """
@@ -24,16 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlkit import backbones as backbones_mod
-from tlkit import distributed, rundir
-from tlkit.checkpoint import (atomic_write_text, load_checkpoint, rng_state,
-                              save_checkpoint, seed_everything, seed_worker, set_rng_state)
+from tlkit import rundir
+from tlkit._io import atomic_write_text
+from tlkit._seeding import rng_state, seed_everything, seed_worker, set_rng_state
 from tlkit.config import RunConfig, StageConfig, config_conflicts, load_run_config, make_config, resume_config, save_yaml
 from tlkit.data import DecodedImages, ImageDataset, Manifest, check, scan
 from tlkit.errors import ConfigError, DataError, DivergedError, ResourceError
-from tlkit.features import FeatureStore
-from tlkit.heads import HeadSpec
-from tlkit.model import TransferModel
+from tlkit.models import backbones as backbones_mod
+from tlkit.models.heads import HeadSpec
+from tlkit.models.transfer import TransferModel
+from tlkit.train import distributed
+from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
+from tlkit.train.feature_store import FeatureStore
 
 CHECKPOINT = "checkpoints/last.pt"
 CHECKPOINT_SECONDS = 30.0
@@ -73,7 +75,7 @@ class FinetuneResult:
     config: RunConfig
     manifest: Manifest
     history: list[dict] = field(default_factory=list)
-    evaluation: Any = None  # tlkit.evaluate.EvalResult on the test split, when there is one
+    evaluation: Any = None  # tlkit.evaluation.scoring.EvalResult on the test split, when there is one
     timings: dict = field(default_factory=dict)
     rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
 
@@ -159,7 +161,7 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None) -> FinetuneResult:
 
     A plain function of the config, so it is also what each process calls under ``torchrun`` or
     inside an engine's worker (Ray Train's ``train_loop_per_worker``): every process calls it with
-    the same config, and rank 0 alone writes files and reports progress (``tlkit.distributed``).
+    the same config, and rank 0 alone writes files and reports progress (``tlkit.train.distributed``).
     """
     cfg.validate()
     cfg.data.path = os.path.abspath(os.path.expanduser(cfg.data.path))  # config.yaml says exactly which data
@@ -234,8 +236,8 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     timings["total_seconds"] = time.perf_counter() - t_start
     if evaluation is not None:
         from tlkit.data import load_image
-        from tlkit.explain import explainer
-        from tlkit.report import write_report
+        from tlkit.models.explain import explainer
+        from tlkit.report.files import write_report
 
         t_report = time.perf_counter()
         shown = {k: f"{v:.1f} s" for k, v in timings.items()}
@@ -436,7 +438,7 @@ class _Trainer:
             for text in stats.messages:  # a dropped cache entry, rows left uncached: say so
                 self.reporter.message(text)
             if self._base_fingerprint is None:
-                from tlkit.features import backbone_fingerprint
+                from tlkit.train.feature_store import backbone_fingerprint
 
                 self._base_fingerprint = backbone_fingerprint(self.model.backbone, self.base_group)
             if stats.hits and tick is not None:
@@ -856,7 +858,7 @@ class _Trainer:
                 "val_balanced_accuracy": float(balanced_accuracy_score(labels.numpy(), pred))}
 
     def evaluate_test(self):  # noqa: ANN201
-        from tlkit.evaluate import evaluate_predictions
+        from tlkit.evaluation.scoring import evaluate_predictions
 
         labels = self.manifest.labels("test")
         if not labels:
@@ -870,7 +872,7 @@ class _Trainer:
                                     paths=self.manifest.paths("test"), seed=self.cfg.seed)
 
     def _prefix_unchanged(self) -> bool:
-        from tlkit.features import backbone_fingerprint
+        from tlkit.train.feature_store import backbone_fingerprint
 
         if not self._base or self._base_fingerprint is None:
             return False

@@ -157,7 +157,7 @@ PACKAGED: dict[str, tuple[Callable[[], Path | None], Callable[[nn.Module, Path],
 
 
 def _tv_weights(spec):  # type: ignore[no-untyped-def]
-    from tlkit.backbones import _tv_weights_enum
+    from tlkit.models.backbones import _tv_weights_enum
 
     return _tv_weights_enum(spec)
 

@@ -1,4 +1,4 @@
-"""Plots, files and terminal output for an :class:`~tlkit.evaluate.EvalResult`.
+"""Plots, files and terminal output for an :class:`~tlkit.evaluation.scoring.EvalResult`.
 
 matplotlib is imported inside the functions that draw, so ``import tlkit`` stays fast. Files are
 written under fixed names; class names and paths only ever appear *inside* files (escaped in
@@ -12,8 +12,8 @@ the HTML, the plots and the terminal show ``caf\\xe9.png`` (:func:`readable_text
 
 Example:
     >>> import numpy as np, tempfile
-    >>> from tlkit.evaluate import evaluate_predictions
-    >>> from tlkit.report import write_report
+    >>> from tlkit.evaluation.scoring import evaluate_predictions
+    >>> from tlkit.report.files import write_report
     >>> r = evaluate_predictions([0, 1, 1], np.eye(2)[[0, 1, 0]], ["cat", "dog"], n_bootstrap=50)
     >>> sorted(write_report(r, tempfile.mkdtemp()))[:3]
     ['confusion_matrix.csv', 'confusion_matrix.png', 'confusion_matrix_normalized.png']
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Console
 
-    from tlkit.evaluate import EvalResult
+    from tlkit.evaluation.scoring import EvalResult
 
 # Cells are annotated with their value only up to this many classes; beyond it text is unreadable.
 ANNOTATE_MAX_CLASSES = 20
@@ -226,7 +226,7 @@ def _default_load_image(path: str) -> Any:
 
 
 #: An ``explain(path)`` callable returns (image as the model saw it, Grad-CAM overlay), both
-#: (H, W, 3) uint8; :func:`tlkit.explain.explainer` makes one from a model.
+#: (H, W, 3) uint8; :func:`tlkit.models.explain.explainer` makes one from a model.
 Explainer = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 
 
@@ -271,7 +271,7 @@ def plot_misclassified(
     """A gallery of the most confident mistakes, each titled "true: A / pred: B (confidence)".
 
     ``load_image(path)`` returns anything ``imshow`` accepts (default: PIL, converted to RGB).
-    ``explain(path)`` (e.g. ``tlkit.explain.explainer(model)``) adds a Grad-CAM overlay for the
+    ``explain(path)`` (e.g. ``tlkit.models.explain.explainer(model)``) adds a Grad-CAM overlay for the
     predicted class beside each image. Without paths or without mistakes the figure says so.
     """
     return _gallery(_pyplot_figure, result, max_images, load_image, explain)[0]
@@ -352,7 +352,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write metrics, CSVs, plots and one self-contained ``report.html`` into ``out_dir``.
 
-    ``explain(path)`` (e.g. ``tlkit.explain.explainer(model)``) puts a Grad-CAM overlay for the
+    ``explain(path)`` (e.g. ``tlkit.models.explain.explainer(model)``) puts a Grad-CAM overlay for the
     predicted class beside each of the (at most 16) mistakes in the gallery; without it (say,
     for stored predictions with no model) the gallery shows the images alone.
     ``extra`` (run info: backbone, recipe, timings, ...) is shown at the top of the HTML and
@@ -403,7 +403,7 @@ def write_report(
 
 def _atomic_write(path: Path, data: bytes) -> Path:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    from tlkit.checkpoint import atomic_write_bytes
+    from tlkit._io import atomic_write_bytes
 
     atomic_write_bytes(path, data)
     return path

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit import __version__
-from tlkit.backbones import Backbone, Preprocessing, create_model, resolve, wrap
-from tlkit.checkpoint import atomic_write_bytes, atomic_write_text
+from tlkit._io import atomic_write_bytes, atomic_write_text
+from tlkit._version import __version__
 from tlkit.errors import CheckpointError, ConfigError, PredictionError
-from tlkit.heads import HeadSpec, make_head
+from tlkit.models.backbones import Backbone, Preprocessing, create_model, resolve, wrap
+from tlkit.models.heads import HeadSpec, make_head
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -147,7 +147,7 @@ class TransferModel(nn.Module):
     # -- looking inside
     def summary(self, *, image_size: int | None = None, layers: bool = False):  # noqa: ANN201
         """Keras-style table: layer groups, output shapes, parameters, frozen/trainable, forward FLOPs."""
-        from tlkit.inspection import summarize
+        from tlkit.models.inspection import summarize
 
         return summarize(self.backbone, image_size=image_size or self.preprocessing.input_size, head=self.head_spec,
                          layers=layers)
@@ -157,7 +157,7 @@ class TransferModel(nn.Module):
 
         ``layer``: a layer group name or index; default the last group whose map is at least 7x7.
         """
-        from tlkit.explain import explain
+        from tlkit.models.explain import explain
 
         return explain(self, image, class_name, layer=layer)
 

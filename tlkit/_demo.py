@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tlkit._callable import make_module_callable
-from tlkit.train import FinetuneResult, Reporter
+from tlkit.train.pipeline import FinetuneResult, Reporter
 
 DEMO_IMAGE_SIZE = 128  # digits are 8x8 pixels at source: 128 px keeps the demo fast on a CPU
 DEMO_FINETUNE_MINUTES = 2.0  # the default recipe's fine-tuning budget (12 min) cut for a first look
@@ -24,7 +23,7 @@ def demo(out: str | os.PathLike = "demo-run", *, overwrite: bool = True, reporte
     >>> # result = tlkit.demo("demo-run"); result.evaluation.accuracy
     """
     from tlkit.data import export_digits
-    from tlkit.train import finetune
+    from tlkit.train.pipeline import finetune
 
     out = Path(out)
     data = export_digits(out / "data", image_size=64)
@@ -34,4 +33,3 @@ def demo(out: str | os.PathLike = "demo-run", *, overwrite: bool = True, reporte
     return finetune(data, backbone="efficientnet_lite0", reporter=reporter, **options)
 
 
-make_module_callable(__name__, demo)  # tlkit.demo(...) works even once this module is imported
