@@ -262,9 +262,9 @@ def test_single_process_helpers_change_nothing() -> None:
 def test_torchrun_process_without_its_gpu_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match="LOCAL_RANK 1 has no GPU.*--nproc_per_node 1"):
-        distributed._process_device(torch.device("cuda"), 1, 2, external=False)
+        distributed.process_device(torch.device("cuda"), 1, 2, external=False)
     with pytest.raises(ConfigError, match="--device cuda"):
-        distributed._process_device(torch.device("cuda:0"), 0, 2, external=False)
+        distributed.process_device(torch.device("cuda:0"), 0, 2, external=False)
     with pytest.raises(ConfigError, match="cpu or cuda"):
-        distributed._process_device(torch.device("mps"), 0, 2, external=False)
-    assert distributed._process_device(torch.device("cuda"), 0, 2, external=False) == torch.device("cuda", 0)
+        distributed.process_device(torch.device("mps"), 0, 2, external=False)
+    assert distributed.process_device(torch.device("cuda"), 0, 2, external=False) == torch.device("cuda", 0)

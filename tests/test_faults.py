@@ -46,10 +46,10 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: py
 def test_gpu_out_of_memory_names_the_batch_size(tiny_data, fast_kwargs, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     import tlkit.train.pipeline as train
 
-    def oom(self, index, stage):  # noqa: ANN001, ANN202
+    def oom(ctx, index, stage, resume):  # noqa: ANN001, ANN202
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train._Trainer, "run_stage", oom)
+    monkeypatch.setattr(train, "run_stage", oom)
     with pytest.raises(ResourceError, match=r"batch size 16.*--batch-size 8"):
         train.finetune(tiny_data, **{**fast_kwargs, "batch_size": 16})
 

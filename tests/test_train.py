@@ -14,6 +14,7 @@ import pickle
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from safetensors.torch import load_file
 
 import tlkit.models.transfer as model_mod
 import tlkit.train.pipeline as train_mod
+import tlkit.train.stage as stage_mod
 from tlkit._io import TMP_MARK, clean_stale_temp_files
 from tlkit._seeding import rng_state, set_rng_state
 from tlkit.config import StageConfig, load_recipe
@@ -30,7 +32,9 @@ from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
 from tlkit.models.backbones import build
 from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
 from tlkit.train.feature_store import FeatureStore
+from tlkit.train.losses import classification_loss
 from tlkit.train.pipeline import CHECKPOINT, finetune
+from tlkit.train.validation import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,11 +167,10 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
     per_phase: dict[str, dict[str, int]] = {}
     epochs_kinds: list[str] = []
 
-    original_init = train_mod._Trainer.__init__
+    real_build = train_mod.backbones_mod.build
 
-    def init(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        original_init(self, *args, **kwargs)
-        bb = self.model.backbone
+    def build_with_hooks(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        bb = real_build(*args, **kwargs)
 
         def hook(name):  # noqa: ANN001, ANN202
             def count(module, inputs):  # noqa: ANN001, ANN202
@@ -178,31 +181,28 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
         for m in bb.group_modules(0):
             m.register_forward_pre_hook(hook("stem"))
         bb.group_modules(bb.num_groups - 1)[0].register_forward_pre_hook(hook("last"))
+        return bb
 
     def wrap(name, fn):  # noqa: ANN001, ANN202
-        def inner(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def inner(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             before, phase["name"] = phase["name"], name
             try:
-                return fn(self, *args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
                 phase["name"] = before
         return inner
 
-    orig_cached, orig_images = train_mod._Trainer._epoch_cached, train_mod._Trainer._epoch_images
+    def epochs_of(kind, fn):  # noqa: ANN001, ANN202
+        def epoch(ctx, plan, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            epochs_kinds.append(f"{plan.stage.kind}:{kind}")
+            return fn(ctx, plan, *args, **kwargs)
+        return wrap("epoch", epoch)
 
-    def epoch_cached(self, stage, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        epochs_kinds.append(f"{stage.kind}:cached")
-        return orig_cached(self, stage, *args, **kwargs)
-
-    def epoch_images(self, stage, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        epochs_kinds.append(f"{stage.kind}:images")
-        return orig_images(self, stage, *args, **kwargs)
-
-    monkeypatch.setattr(train_mod._Trainer, "__init__", init)
-    monkeypatch.setattr(train_mod._Trainer, "_epoch_cached", wrap("epoch", epoch_cached))
-    monkeypatch.setattr(train_mod._Trainer, "_epoch_images", wrap("epoch", epoch_images))
-    monkeypatch.setattr(train_mod._Trainer, "_validate", wrap("validate", train_mod._Trainer._validate))
-    monkeypatch.setattr(train_mod._Trainer, "evaluate_test", wrap("test", train_mod._Trainer.evaluate_test))
+    monkeypatch.setattr(train_mod.backbones_mod, "build", build_with_hooks)
+    monkeypatch.setattr(stage_mod, "epoch_on_activations", epochs_of("cached", stage_mod.epoch_on_activations))
+    monkeypatch.setattr(stage_mod, "epoch_on_images", epochs_of("images", stage_mod.epoch_on_images))
+    monkeypatch.setattr(Predictor, "validate", wrap("validate", Predictor.validate))
+    monkeypatch.setattr(train_mod, "evaluate_test", wrap("test", train_mod.evaluate_test))
     monkeypatch.setattr(FeatureStore, "get", wrap("extract", FeatureStore.get))
     import tlkit.report.files
 
@@ -261,7 +261,7 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
 # --------------------------------------------------------------------------- 4. resume
 
 
-def _run(data: Path, out: Path, cache: Path, recipe: dict, reporter=None, **kw) -> train_mod.FinetuneResult:  # noqa: ANN001
+def _run(data: Path, out: Path, cache: Path, recipe: dict, reporter=None, **kw: Any) -> train_mod.FinetuneResult:  # noqa: ANN001
     options = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, workers=0, batch_size=8,
                    out=str(out), cache_dir=str(cache), **DROPOUT_HEAD)
     return finetune(data, recipe=recipe, reporter=reporter, **{**options, **kw})
@@ -567,16 +567,15 @@ def test_class_weights_change_the_loss() -> None:
     stage = StageConfig(kind="probe")
     logits = torch.tensor([[2.0, 0.1, 0.1], [2.0, 0.2, 0.1], [1.5, 0.3, 0.1], [0.1, 0.2, 1.0]])
     targets = torch.tensor([0, 0, 0, 2])  # imbalanced batch
-    plain = train_mod._Trainer._loss(None, logits, targets, stage, None)
+    plain = classification_loss(logits, targets, label_smoothing=stage.label_smoothing)
     weights_ = torch.tensor([4 / 9, 1.0, 4 / 3])
-    weighted = train_mod._Trainer._loss(None, logits, targets, stage, weights_)
+    weighted = classification_loss(logits, targets, label_smoothing=stage.label_smoothing, class_weights=weights_)
     assert not torch.isclose(plain, weighted)
     per = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     torch.testing.assert_close(weighted, (per * weights_[targets]).sum() / weights_[targets].sum())
     # soft targets (mixup) are weighted too
     soft = torch.nn.functional.one_hot(targets, 3).float()
-    assert not torch.isclose(train_mod._Trainer._loss(None, logits, soft, stage, None),
-                             train_mod._Trainer._loss(None, logits, soft, stage, weights_))
+    assert not torch.isclose(classification_loss(logits, soft), classification_loss(logits, soft, class_weights=weights_))
 
 
 @pytest.fixture
@@ -731,7 +730,7 @@ def test_compile_option_compiles_each_group_and_saves_plain_names(tiny_data: Pat
 
 def test_calibrated_validation_loss_ignores_confidence_scale_but_not_ranking() -> None:
     """Selection by val_calibrated_loss: an under- or overconfident copy of a model scores the same."""
-    from tlkit.train.pipeline import calibrated_nll
+    from tlkit.train.losses import calibrated_nll
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 5, (300,), generator=gen)
@@ -771,18 +770,16 @@ def _clock(seconds_per_call: float):  # noqa: ANN202
     start, then once per training step): every step seems to take that long."""
     state = {"now": 0.0}
 
-    def clock(self) -> float:  # noqa: ANN001
+    def clock() -> float:
         state["now"] += seconds_per_call
         return state["now"]
 
     return clock
 
 
-def test_time_budget_caps_the_epochs_and_finishes_the_schedule(tiny_data: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
+def test_time_budget_caps_the_epochs_and_finishes_the_schedule(tiny_data: Path, tmp_path: Path) -> None:
     reporter = Recorder()
-    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", BUDGET_RECIPE, reporter)
+    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", BUDGET_RECIPE, reporter, clock=_clock(10.0))
     finetune_epochs = [r for r in res.history if r["stage"] == 1]
     # 10 s per step and a few steps per epoch: 90 s hold a few of the 8 epochs
     expected = len(finetune_epochs)
@@ -794,26 +791,21 @@ def test_time_budget_caps_the_epochs_and_finishes_the_schedule(tiny_data: Path, 
     assert load_checkpoint(res.run_dir / CHECKPOINT)["epochs"] == expected
 
     # one epoch over the budget: still one epoch, and the message says what to do
-    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(1000.0))
     reporter = Recorder()
-    res = _run(tiny_data, tmp_path / "slow", tmp_path / "cache", BUDGET_RECIPE, reporter)
+    res = _run(tiny_data, tmp_path / "slow", tmp_path / "cache", BUDGET_RECIPE, reporter, clock=_clock(1000.0))
     assert [r["epoch"] for r in res.history if r["stage"] == 1] == [0]
     assert any("1 of 8 epochs" in m and "--image-size" in m for m in reporter.messages), reporter.messages
 
 
-def test_a_resumed_run_keeps_the_epochs_its_budget_gave(tiny_data: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
-    base = _run(tiny_data, tmp_path / "base", tmp_path / "cache-base", BUDGET_RECIPE)
+def test_a_resumed_run_keeps_the_epochs_its_budget_gave(tiny_data: Path, tmp_path: Path) -> None:
+    base = _run(tiny_data, tmp_path / "base", tmp_path / "cache-base", BUDGET_RECIPE, clock=_clock(10.0))
     kept = len([r for r in base.history if r["stage"] == 1])
     assert 2 <= kept < 8
     out = tmp_path / "run"
-    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(10.0))
     with pytest.raises(KeyboardInterrupt):
-        _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder((1, 0)))
+        _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder((1, 0)), clock=_clock(10.0))
     # the machine seems faster now: a new measurement would allow all 8 epochs, the resumed run keeps its own
-    monkeypatch.setattr(train_mod._Trainer, "_budget_clock", _clock(0.001))
-    _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder(), resume=True)
+    _run(tiny_data, out, tmp_path / "cache", BUDGET_RECIPE, Recorder(), resume=True, clock=_clock(0.001))
     assert read_metrics(out) == read_metrics(base.run_dir)
     assert_same_weights(weights(out), weights(base.run_dir))
 

@@ -1,9 +1,33 @@
-"""Terminal display for training: rich progress bars and epoch lines (no computation here)."""
+"""Progress reporting: the interface training talks to, a silent one, and rich progress bars and epoch
+lines for the terminal (no computation here)."""
 
 from __future__ import annotations
 
+from typing import Callable, Protocol
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter(Protocol):
+    """What a run tells: messages, progress of a task (``task`` returns ``tick(done, total)`` or None), epochs."""
+
+    def message(self, text: str) -> None: ...
+    def task(self, description: str, total: int) -> Callable[[int, int], None] | None: ...
+    def epoch(self, record: dict) -> None: ...
+
+
+class SilentReporter:
+    """Tells nothing (the default in Python, and every process but rank 0)."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def task(self, description: str, total: int) -> None:
+        return None
+
+    def epoch(self, record: dict) -> None:
+        pass
 
 
 class RichReporter:

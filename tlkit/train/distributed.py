@@ -43,6 +43,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from tlkit.errors import ConfigError, TlkitError
+from tlkit.train.optim import drops_lone_last, steps_per_epoch
 
 T = TypeVar("T")
 
@@ -190,10 +191,7 @@ class Distributed:
         """Optimizer steps per epoch of an image stage (the loader of :meth:`image_loader`)."""
         per_rank = -(-n // self.world_size)
         batch = self.per_rank_batch(batch_size)
-        steps = max(1, -(-per_rank // batch))
-        if per_rank > batch and per_rank % batch == 1:
-            steps -= 1
-        return steps
+        return steps_per_epoch(per_rank, batch)
 
     def image_loader(self, dataset: torch.utils.data.Dataset, batch_size: int, shuffle_gen: torch.Generator | None,
                      **loader_options: Any) -> torch.utils.data.DataLoader:
@@ -209,7 +207,7 @@ class Distributed:
                                      seed=seed % 2**63, drop_last=False)
         batch = self.per_rank_batch(batch_size)
         # every rank has len(sampler) samples (the sampler pads), so every rank takes the same steps
-        drop_last = len(sampler) > batch and len(sampler) % batch == 1
+        drop_last = drops_lone_last(len(sampler), batch)
         # DataLoader workers draw their seeds from this: different augmentations on each rank
         workers_gen = torch.Generator().manual_seed((seed + 1_000_003 * self.rank) % 2**63)
         return DataLoader(dataset, batch_size=batch, sampler=sampler, generator=workers_gen, drop_last=drop_last,
@@ -245,7 +243,9 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def _process_device(device: torch.device, local_rank: int, local_world_size: int, external: bool) -> torch.device:
+def process_device(device: torch.device, local_rank: int, local_world_size: int, external: bool) -> torch.device:
+    """The device of one process of a distributed run: a GPU of its own on CUDA, else ``device``; refuses
+    more local processes than GPUs, and devices that cannot be shared (MPS)."""
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if external:  # the engine placed this process: its LOCAL_RANK when that GPU is visible, else its current one
@@ -279,7 +279,7 @@ def session(device: torch.device) -> Iterator[Distributed]:
     rank = torch_dist.get_rank() if external else _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", 1)
-    device = _process_device(device, local_rank, local_world, external)
+    device = process_device(device, local_rank, local_world, external)
     ctx = Distributed(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world, device=device)
     if external:
         yield ctx

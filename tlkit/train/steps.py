@@ -1,0 +1,87 @@
+"""One training step and one epoch, on cached activations or on images.
+
+A step: forward under autocast (bf16 on a GPU that has it), loss, a finite check, backward,
+clip, optimizer and schedule step, and the time budget's tick. An epoch: the stage's batches in
+an order fixed by the epoch's generator, each mixed (mixup/cutmix) and stepped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tlkit.errors import DivergedError
+from tlkit.train.context import RunContext, StagePlan
+from tlkit.train.losses import classification_loss, mix_batch
+from tlkit.train.optim import shuffled_batches
+from tlkit.transforms import train_transform
+
+__all__ = ["diverged_message", "train_step", "epoch_on_activations", "epoch_on_images"]
+
+
+def diverged_message(what: str, plan: StagePlan, epoch: int, step: int) -> str:
+    return (f"{what} in stage {plan.index + 1} ({plan.stage.kind}), epoch {epoch + 1}, step {step}, learning rate "
+            f"{plan.optimizer.param_groups[-1]['lr']:.3g}; lower the learning rate (--lr) or set grad_clip. "
+            "No checkpoint was written from the diverged state")
+
+
+def train_step(ctx: RunContext, plan: StagePlan, epoch: int, forward: Callable[[torch.Tensor], torch.Tensor],
+               x: torch.Tensor, y: torch.Tensor) -> float:
+    stage, optimizer = plan.stage, plan.optimizer
+    use_amp = ctx.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = forward(x)
+    loss = classification_loss(logits, y, label_smoothing=stage.label_smoothing, class_weights=plan.class_weights)
+    if not torch.isfinite(loss):
+        raise DivergedError(diverged_message(f"loss became {loss.item()}", plan, epoch, plan.step + 1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if stage.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], stage.grad_clip)
+    optimizer.step()
+    plan.scheduler.step()
+    plan.step += 1
+    if plan.budget is not None:
+        plan.budget.after_step()
+    return float(loss.detach())
+
+
+def _mixed(ctx: RunContext, plan: StagePlan, x: torch.Tensor, y: torch.Tensor,
+           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return mix_batch(x, y, len(ctx.manifest.classes), mixup=plan.stage.mixup, cutmix=plan.stage.cutmix, generator=gen)
+
+
+def epoch_on_activations(ctx: RunContext, plan: StagePlan, epoch: int, gen: torch.Generator) -> float:
+    """An epoch of the groups from ``plan.k`` on (and the head), on cached activations; the mean loss."""
+    backbone, head, labels, stage = ctx.model.backbone, ctx.model.head, plan.train_labels, plan.stage
+    total, count = 0.0, 0
+    view_choice = torch.randint(0, len(plan.views), (len(labels),), generator=gen)
+    weights = None
+    if stage.class_weighting == "sampler":
+        counts = torch.bincount(labels, minlength=len(ctx.manifest.classes)).float()
+        weights = 1.0 / counts.clamp(min=1)[labels]
+    for batch in shuffled_batches(len(labels), stage.batch_size, gen, sample_weights=weights):
+        x = plan.views[view_choice[batch], batch].to(ctx.device)
+        x, y = _mixed(ctx, plan, x, labels[batch].to(ctx.device), gen)
+        loss = train_step(ctx, plan, epoch, lambda t: head(backbone.forward_groups(t, plan.k)), x, y)
+        total += loss * len(batch)
+        count += len(batch)
+    return total / max(1, count)
+
+
+def epoch_on_images(ctx: RunContext, plan: StagePlan, epoch: int, gen: torch.Generator) -> float:
+    """An epoch of the whole network on augmented images (this process's share under DDP); the mean loss."""
+    transform = train_transform(ctx.model.preprocessing, plan.stage.augment)
+    loader = ctx.feed.loader("train", transform, gen, plan.stage.batch_size)
+    ctx.dist.seed_image_epoch(gen.initial_seed())
+    total, count = 0.0, 0
+    for images, y, _ in loader:
+        x = images.to(ctx.device)
+        if ctx.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = _mixed(ctx, plan, x, y.to(ctx.device), gen)
+        loss = train_step(ctx, plan, epoch, ctx.net, x, y)
+        total += loss * len(images)
+        count += len(images)
+    return ctx.dist.mean(total, count)
