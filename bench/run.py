@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import the check
     sys.path.insert(0, str(ROOT))
 
 E_HEAD_EPOCHS = 10  # section 2: head epochs of the frozen-backbone run
-EXTRACT_BATCH = 64  # tlkit's extraction batch (tlkit.train.pipeline._Trainer._base_inputs) and default stage batch size
+EXTRACT_BATCH = 64  # tlkit's extraction batch (tlkit.train.activations.ActivationCache.batch_size) and default stage batch size
 WORKER_VARIANTS = (0, 2)
 SECTIONS = (
     "1. Feature extraction",

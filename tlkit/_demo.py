@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tlkit.train.pipeline import FinetuneResult, Reporter
+from tlkit.console import Reporter
+from tlkit.train.pipeline import FinetuneResult
 
 DEMO_IMAGE_SIZE = 128  # digits are 8x8 pixels at source: 128 px keeps the demo fast on a CPU
 DEMO_FINETUNE_MINUTES = 2.0  # the default recipe's fine-tuning budget (12 min) cut for a first look
