@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tlkit.cli import app
 from tlkit.train.pipeline import CHECKPOINT
@@ -22,11 +22,11 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def cli(runner: CliRunner, args: list[str], env: dict | None = None):  # noqa: ANN201
+def cli(runner: CliRunner, args: list[str], env: dict | None = None) -> Result:
     return runner.invoke(app, [str(a) for a in args], env=env)
 
 
-def assert_user_error(result, *needles: str) -> str:  # noqa: ANN001
+def assert_user_error(result: Result, *needles: str) -> str:
     """Exit code 1, one 'error:' line on stderr, no traceback; returns that line."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,7 +259,7 @@ def test_a_recipe_with_yaml_aliases_is_refused(tmp_path: Path) -> None:
         load_recipe(huge)
 
 
-def _saved(tmp_path: Path, **overrides) -> Path:  # noqa: ANN003
+def _saved(tmp_path: Path, **overrides: Any) -> Path:
     from tlkit.config import save_yaml
 
     cfg = make_config("data", backbone="timm:test_resnet", recipe="linear-probe", image_size=64, **overrides)

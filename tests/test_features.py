@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pytest
@@ -12,20 +13,23 @@ import torch
 from PIL import Image
 
 from tlkit.data import load_image
-from tlkit.models.backbones import build
-from tlkit.train.feature_store import FeatureStore, backbone_fingerprint
+from tlkit.models.backbones import Backbone, build
+from tlkit.train.feature_store import ExtractStats, FeatureStore, backbone_fingerprint
 from tlkit.transforms import eval_transform
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _backbone(seed: int = 0, name: str = "timm:test_resnet"):
+def _backbone(seed: int = 0, name: str = "timm:test_resnet") -> Backbone:
     torch.manual_seed(seed)
     return build(name, pretrained=False).eval()
 
 
 @pytest.fixture(scope="module")
-def resnet():
+def resnet() -> Backbone:
     return _backbone(0)
 
 
@@ -33,11 +37,11 @@ def _paths(root: Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*.png"))
 
 
-def _get(store: FeatureStore, backbone, paths, size: int = 32, **kw):
+def _get(store: FeatureStore, backbone: Backbone, paths: list[str], size: int = 32, **kw: Any) -> tuple[torch.Tensor, ExtractStats]:
     return store.get(backbone, backbone.preprocessing.with_size(size), paths, **kw)
 
 
-def test_second_identical_call_computes_nothing(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_second_identical_call_computes_nothing(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 4, "blue": 4}))
     store = FeatureStore(tmp_path / "cache")
     feats, stats = _get(store, resnet, paths)
@@ -52,7 +56,7 @@ def test_second_identical_call_computes_nothing(tmp_path: Path, make_color_datas
     assert torch.equal(sub, feats.flip(0)[:3])
 
 
-def test_changed_file_is_recomputed_alone(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_changed_file_is_recomputed_alone(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 4, "blue": 4}))
     store = FeatureStore(tmp_path / "cache")
     before, _ = _get(store, resnet, paths)
@@ -74,7 +78,7 @@ def test_changed_file_is_recomputed_alone(tmp_path: Path, make_color_dataset, re
     assert stats.computed == 1
 
 
-def test_cached_features_equal_the_backbone_on_the_eval_transform(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_cached_features_equal_the_backbone_on_the_eval_transform(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "green": 3}))
     pre = resnet.preprocessing.with_size(32)
     feats, _ = FeatureStore(tmp_path / "cache").get(resnet, pre, paths)
@@ -90,7 +94,7 @@ def test_cached_features_equal_the_backbone_on_the_eval_transform(tmp_path: Path
         torch.testing.assert_close(resnet.forward_groups(acts, 3), direct, atol=1e-5, rtol=1e-5)
 
 
-def test_key_depends_on_size_weights_boundary_augment_view_and_seed(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_key_depends_on_size_weights_boundary_augment_view_and_seed(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
     store = FeatureStore(tmp_path / "cache")
     pre = resnet.preprocessing.with_size(32)
@@ -118,7 +122,7 @@ def test_key_depends_on_size_weights_boundary_augment_view_and_seed(tmp_path: Pa
     assert stats.computed == 0
 
 
-def test_fingerprint_changes_when_weights_change_in_place(resnet) -> None:
+def test_fingerprint_changes_when_weights_change_in_place(resnet: Backbone) -> None:
     bb = _backbone(0)
     fp = backbone_fingerprint(bb, bb.num_groups)
     prefix = backbone_fingerprint(bb, 1)
@@ -129,7 +133,7 @@ def test_fingerprint_changes_when_weights_change_in_place(resnet) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage-index", "truncated-data", "rows-mismatch", "missing-data"])
-def test_damaged_cache_is_rebuilt_not_fatal(tmp_path: Path, make_color_dataset, resnet, damage: str) -> None:
+def test_damaged_cache_is_rebuilt_not_fatal(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone, damage: str) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
     store = FeatureStore(tmp_path / "cache")
     good, _ = _get(store, resnet, paths)
@@ -154,7 +158,7 @@ def test_damaged_cache_is_rebuilt_not_fatal(tmp_path: Path, make_color_dataset, 
     assert stats.computed == 0 and not stats.messages
 
 
-def test_stale_temp_files_in_the_cache_are_cleaned(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_stale_temp_files_in_the_cache_are_cleaned(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
     store = FeatureStore(tmp_path / "cache")
     _get(store, resnet, paths[:2])
@@ -166,8 +170,8 @@ def test_stale_temp_files_in_the_cache_are_cleaned(tmp_path: Path, make_color_da
     assert not stale.exists()
 
 
-def test_augmented_views_repeat_exactly_and_leave_the_global_rng_alone(tmp_path: Path, make_color_dataset,
-                                                                       resnet) -> None:
+def test_augmented_views_repeat_exactly_and_leave_the_global_rng_alone(tmp_path: Path, make_color_dataset: Callable[..., Path],
+                                                                       resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
     torch.manual_seed(123)
     expected_next = torch.rand(3)
@@ -184,14 +188,14 @@ def test_augmented_views_repeat_exactly_and_leave_the_global_rng_alone(tmp_path:
     assert not torch.allclose(v0, plain)
 
 
-def test_workers_give_the_same_features(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_workers_give_the_same_features(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
     a, _ = _get(FeatureStore(tmp_path / "a"), resnet, paths, augment="light", batch_size=2)
     b, _ = _get(FeatureStore(tmp_path / "b"), resnet, paths, augment="light", batch_size=4, workers=2)
     assert torch.equal(a, b)
 
 
-def test_empty_path_list(tmp_path: Path, resnet) -> None:
+def test_empty_path_list(tmp_path: Path, resnet: Backbone) -> None:
     feats, stats = _get(FeatureStore(tmp_path / "cache"), resnet, [])
     assert len(feats) == 0 and stats.requested == 0
 
@@ -203,7 +207,7 @@ def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: 
 
 # --------------------------------------------------------------------------- trust: content, writers, bytes, names
 
-def _direct(backbone, paths, size: int = 32) -> torch.Tensor:
+def _direct(backbone: Backbone, paths: list[str], size: int = 32) -> torch.Tensor:
     pre = backbone.preprocessing.with_size(size)
     with torch.inference_mode():
         return backbone(torch.stack([eval_transform(pre)(load_image(p)) for p in paths]))
@@ -221,7 +225,7 @@ def _write_bmp(path: Path, seed: int) -> Path:
     return path
 
 
-def test_new_pixels_with_the_old_size_and_mtime_are_recomputed(tmp_path: Path, resnet) -> None:
+def test_new_pixels_with_the_old_size_and_mtime_are_recomputed(tmp_path: Path, resnet: Backbone) -> None:
     # what cp -p, rsync -a or unpacking an archive over a dataset does: new bytes, old size and mtime
     path, other = _write_bmp(tmp_path / "data" / "a.bmp", 1), _write_bmp(tmp_path / "data" / "b.bmp", 2)
     store = FeatureStore(tmp_path / "cache")
@@ -237,8 +241,8 @@ def test_new_pixels_with_the_old_size_and_mtime_are_recomputed(tmp_path: Path, r
     assert torch.equal(after[1], before[1])
 
 
-def test_a_moved_dataset_still_hits_and_identical_files_share_a_row(tmp_path: Path, make_color_dataset,
-                                                                     resnet) -> None:
+def test_a_moved_dataset_still_hits_and_identical_files_share_a_row(tmp_path: Path, make_color_dataset: Callable[..., Path],
+                                                                     resnet: Backbone) -> None:
     import shutil
 
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
@@ -256,7 +260,7 @@ def test_a_moved_dataset_still_hits_and_identical_files_share_a_row(tmp_path: Pa
     assert torch.equal(feats[0], feats[1])
 
 
-def _append_worker(cache: str, paths: list[str], barrier) -> None:  # noqa: ANN001
+def _append_worker(cache: str, paths: list[str], barrier: Barrier) -> None:
     """The other writer (a spawned process): adds its files to the same entry, one call per file."""
     torch.set_num_threads(1)
     backbone = _backbone(0)
@@ -266,8 +270,8 @@ def _append_worker(cache: str, paths: list[str], barrier) -> None:  # noqa: ANN0
         _get(store, backbone, [path])
 
 
-def test_two_processes_appending_to_one_entry_lose_and_mix_nothing(tmp_path: Path, make_color_dataset,
-                                                                   resnet) -> None:
+def test_two_processes_appending_to_one_entry_lose_and_mix_nothing(tmp_path: Path, make_color_dataset: Callable[..., Path],
+                                                                   resnet: Backbone) -> None:
     import multiprocessing
 
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 8, "blue": 8}))
@@ -289,7 +293,7 @@ def test_two_processes_appending_to_one_entry_lose_and_mix_nothing(tmp_path: Pat
     assert not stats.messages
 
 
-def test_an_index_from_another_write_is_rejected(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_an_index_from_another_write_is_rejected(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
     first, second = paths[:3], paths[3:]
     store = FeatureStore(tmp_path / "cache")
@@ -309,7 +313,7 @@ def test_an_index_from_another_write_is_rejected(tmp_path: Path, make_color_data
     assert "different writes" in stats.messages[0]
 
 
-def test_a_live_writers_temp_file_is_never_cleaned(tmp_path: Path, make_color_dataset, resnet) -> None:
+def test_a_live_writers_temp_file_is_never_cleaned(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone) -> None:
     import threading
 
     from filelock import FileLock
@@ -357,7 +361,7 @@ def _flip_data(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["nan", "garbage"])
-def test_corrupt_feature_bytes_are_dropped_recomputed_and_reported(tmp_path: Path, make_color_dataset, resnet,
+def test_corrupt_feature_bytes_are_dropped_recomputed_and_reported(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone,
                                                                    how: str) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 3, "blue": 3}))
     store = FeatureStore(tmp_path / "cache")
@@ -375,7 +379,7 @@ def test_corrupt_feature_bytes_are_dropped_recomputed_and_reported(tmp_path: Pat
     assert stats.computed == 0 and not stats.messages
 
 
-def test_non_finite_features_are_never_stored(tmp_path: Path, make_color_dataset) -> None:
+def test_non_finite_features_are_never_stored(tmp_path: Path, make_color_dataset: Callable[..., Path]) -> None:
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2}))
     broken = _backbone(0)
     with torch.no_grad():
@@ -388,29 +392,29 @@ def test_non_finite_features_are_never_stored(tmp_path: Path, make_color_dataset
     assert stats.computed == 2  # computed again, never served from the cache
 
 
-def test_a_file_changed_during_extraction_is_not_cached(tmp_path: Path, make_color_dataset, resnet,
+def test_a_file_changed_during_extraction_is_not_cached(tmp_path: Path, make_color_dataset: Callable[..., Path], resnet: Backbone,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlkit.train.feature_store as features
+    import tlkit.train.feature_store as feature_store
 
     paths = _paths(make_color_dataset(tmp_path / "data", {"red": 2, "blue": 2}))
-    real = features._compute
+    real = feature_store.compute_features
 
-    def compute_while_a_file_changes(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def compute_while_a_file_changes(*args: Any, **kwargs: Any) -> torch.Tensor:
         out = real(*args, **kwargs)
         Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(paths[1])  # rewritten after it was hashed
         return out
 
-    monkeypatch.setattr(features, "_compute", compute_while_a_file_changes)
+    monkeypatch.setattr(feature_store, "compute_features", compute_while_a_file_changes)
     store = FeatureStore(tmp_path / "cache")
     _, stats = _get(store, resnet, paths)
     assert len(stats.messages) == 1 and "changed while" in stats.messages[0]
-    monkeypatch.setattr(features, "_compute", real)
+    monkeypatch.setattr(feature_store, "compute_features", real)
     feats, stats = _get(store, resnet, paths)
     assert stats.computed == 1  # only the changed file, and now from its new bytes
     torch.testing.assert_close(feats, _direct(resnet, paths), atol=1e-5, rtol=1e-5)
 
 
-def test_file_names_that_are_not_utf8(tmp_path: Path, resnet) -> None:
+def test_file_names_that_are_not_utf8(tmp_path: Path, resnet: Backbone) -> None:
     name = os.fsdecode(b"caf\xe9.png")  # 'caf\udce9.png': a Latin-1 name on a UTF-8 system
     path = tmp_path / "data" / name
     path.parent.mkdir()
@@ -441,7 +445,7 @@ class _Recorder:
     def message(self, text: str) -> None:
         self.messages.append(text)
 
-    def task(self, description: str, total: int):  # noqa: ANN201
+    def task(self, description: str, total: int) -> None:
         return None
 
     def epoch(self, record: dict) -> None:
@@ -463,7 +467,7 @@ def test_a_training_run_says_when_it_dropped_a_cache_entry(tiny_data: Path, fast
     assert len(dropped) == len(list(cache.iterdir())) >= 1
 
 
-def test_a_file_that_cannot_be_read_is_a_data_error_naming_it(tmp_path: Path, resnet) -> None:
+def test_a_file_that_cannot_be_read_is_a_data_error_naming_it(tmp_path: Path, resnet: Backbone) -> None:
     from tlkit.errors import DataError
 
     missing = tmp_path / "data" / "gone.png"

@@ -1,4 +1,4 @@
-"""Feature extraction and the on-disk feature store.
+"""The on-disk feature store: cached outputs of a backbone's frozen part, one row per file content.
 
 A frozen backbone costs one forward pass per image (per augmented view) for a whole run: the
 output of the frozen part is computed once and stored under a key (one folder, an *entry*) made of
@@ -33,44 +33,40 @@ finite. An entry that fails is dropped, recomputed, and a one-line message says 
 are never removed. Rows of non-finite features, and of files that changed while they were read,
 are returned but never stored. File names need not be UTF-8: the index holds hashes, and
 messages print undecodable bytes as ``\\xNN``.
+
+This module owns the key, the content hashing and the get/merge logic; the entry's files, checks
+and lock are :mod:`tlkit.train.feature_entries`, running the backbone is :mod:`tlkit.train.feature_extract`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import stat
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from tlkit._io import atomic_write_bytes, atomic_write_text, clean_stale_temp_files
+from tlkit._io import clean_stale_temp_files
 from tlkit.errors import DataError
 from tlkit.models.backbones import Backbone, Preprocessing
+from tlkit.train.feature_entries import FORMAT_VERSION, Entry, EntryLockError, dropped_message, printable
+from tlkit.train.feature_extract import Progress, backbone_fingerprint, compute_features, view_seed
 
 if TYPE_CHECKING:
     from tlkit.train.distributed import Distributed
 
-FORMAT_VERSION = 2
-INDEX, DATA, LOCK = "index.json", "features.safetensors", ".lock"
-Progress = Callable[[int, int], None]
+__all__ = ["ExtractStats", "FeatureStore", "Progress", "backbone_fingerprint", "compute_features", "content_id", "content_ids",
+           "default_cache_dir", "printable"]
 
 
 def default_cache_dir() -> Path:
+    """``$TLKIT_CACHE_DIR``, else ``~/.cache/tlkit/features``."""
     env = os.environ.get("TLKIT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "tlkit" / "features"
-
-
-def printable(path: str | os.PathLike) -> str:
-    """``path`` as text any console can print: bytes that are not UTF-8 become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def content_id(path: str) -> tuple[str, tuple[int, ...]]:
@@ -101,53 +97,10 @@ def content_ids(paths: Sequence[str]) -> tuple[list[str], list[tuple[int, ...]]]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def backbone_fingerprint(backbone: Backbone, stop_group: int) -> str:
-    """Hash of the weights that produce the activations at ``stop_group`` (exact, not by name)."""
-    digest = hashlib.sha1()
-    modules = [m for i in range(stop_group) for m in backbone.group_modules(i)]
-    if stop_group >= backbone.num_groups:
-        modules = [backbone.model]
-    seen = set()
-    for module in modules:
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-class _ViewDataset(Dataset):
-    """Images through a transform; random transforms are seeded per (file content, view) so views repeat exactly."""
-
-    def __init__(self, paths: Sequence[str], transform: Callable, seeds: Sequence[int] | None) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-        self.seeds = seeds
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):  # noqa: ANN204
-        from tlkit.data import load_image
-
-        image = load_image(self.paths[index])
-        if self.seeds is None:
-            return self.transform(image), index
-        # seeded per (content, view); forked so the caller's global RNG (workers=0) is left as it was
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seeds[index])
-            return self.transform(image), index
-
-
-def _view_seed(cid: str, view: int, seed: int) -> int:
-    """Seed of one augmented view of one file content (``cid``, a hex digest: always encodable)."""
-    return int.from_bytes(hashlib.sha1(f"{cid}|{view}|{seed}".encode()).digest()[:4], "little")
-
-
 @dataclass
 class ExtractStats:
+    """What one :meth:`FeatureStore.get` call did: files asked for, rows computed, time, and what to tell the user."""
+
     requested: int = 0
     computed: int = 0
     seconds: float = 0.0
@@ -156,157 +109,8 @@ class ExtractStats:
 
     @property
     def hits(self) -> int:
+        """Files served from the store."""
         return self.requested - self.computed
-
-
-def run_backbone(backbone: Backbone, loader: DataLoader, stop_group: int, device: torch.device, *,
-                 progress: Progress | None = None, total: int | None = None) -> torch.Tensor:
-    """Run the frozen part over a loader of ``(images, index)`` batches; rows in loader order."""
-    backbone.eval()
-    channels_last = device.type == "cuda"
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    outputs: list[torch.Tensor] = []
-    done = 0
-    with torch.inference_mode():
-        for images, _ in loader:
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = backbone.forward_groups(images, 0, stop_group)
-            outputs.append(out.float().cpu())
-            done += len(images)
-            if progress is not None:
-                progress(done, total or done)
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-def _compute(backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str], seeds: Sequence[int] | None,
-             augment: str, stop_group: int, batch_size: int, workers: int, device: torch.device,
-             progress: Progress | None) -> torch.Tensor:
-    """Outputs of groups ``[0, stop_group)`` for ``paths`` (one augmented view per file when ``seeds``)."""
-    from tlkit.transforms import eval_transform, train_transform
-
-    transform = eval_transform(preprocessing) if augment == "none" else train_transform(preprocessing, augment)
-    loader = DataLoader(_ViewDataset(paths, transform, seeds), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
-    with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
-        return run_backbone(backbone.to(device), loader, stop_group, device, progress=progress, total=len(paths))
-
-
-class _NoLock(Exception):
-    """The entry's lock could not be taken: held too long by another process, or not creatable here."""
-
-
-def _checksum(buffer: object) -> str:
-    return hashlib.blake2b(buffer, digest_size=16).hexdigest()  # type: ignore[arg-type]
-
-
-def _load_rows(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
-    """The ``features`` tensor and metadata of a safetensors file written by :meth:`_Entry.write`.
-
-    Read with Python's ``open`` (the safetensors loader refuses paths that are not UTF-8) into one
-    buffer that becomes the tensor (no second copy of a large entry).
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        length = int.from_bytes(handle.read(8), "little")
-        if not 0 < length <= size - 8:
-            raise ValueError("bad header length")
-        header = json.loads(handle.read(length))
-        info = header["features"]
-        begin, end = info["data_offsets"]
-        count = math.prod(int(n) for n in info["shape"])
-        if info["dtype"] != "F32" or begin != 0 or end != 4 * count or 8 + length + end != size or not count:
-            raise ValueError("unexpected layout")
-        buffer = bytearray(end)
-        if handle.readinto(buffer) != end:
-            raise ValueError("truncated")
-    return torch.frombuffer(buffer, dtype=torch.float32).reshape(info["shape"]), header.get("__metadata__", {})
-
-
-def _disagreement(index: dict, data: torch.Tensor, meta: dict[str, str]) -> str | None:
-    """Why the index and the data of an entry cannot be used together (``None``: they can)."""
-    rows = index["rows"]
-    if (meta.get("generation"), meta.get("checksum")) != (index.get("generation"), index.get("checksum")):
-        return f"{INDEX} and {DATA} come from different writes (an interrupted or concurrent writer)"
-    if len(rows) != len(data) or sorted(rows.values()) != list(range(len(data))):
-        return f"{INDEX} lists {len(rows)} rows, {DATA} holds {len(data)}"
-    if list(index.get("shape", [])) != list(data.shape):
-        return f"{INDEX} expects shape {index.get('shape')}, {DATA} holds {list(data.shape)}"
-    if meta.get("checksum") != _checksum(data.numpy()):
-        return f"the bytes of {DATA} do not match their checksum (changed on disk)"
-    bad = int((~torch.isfinite(data.reshape(len(data), -1))).any(1).sum())
-    if bad:
-        return f"{bad} rows of {DATA} are NaN or infinite"
-    return None
-
-
-class _Entry:
-    """One key's folder: ``index.json`` (content hash -> row), ``features.safetensors``, ``.lock``."""
-
-    def __init__(self, folder: Path, lock_timeout: float) -> None:
-        self.folder, self.lock_timeout = folder, lock_timeout
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the entry's lock (other processes wait); raises :class:`_NoLock` when it cannot be had."""
-        from filelock import FileLock, Timeout
-
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(self.folder / LOCK), timeout=self.lock_timeout)
-            lock.acquire()
-        except Timeout as exc:
-            raise _NoLock(f"another process held {LOCK} for over {self.lock_timeout:g} s") from exc
-        except (OSError, NotImplementedError) as exc:
-            raise _NoLock(f"cannot lock {LOCK} ({getattr(exc, 'strerror', None) or exc})") from exc
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def generation(self) -> str | None:
-        try:
-            return json.loads((self.folder / INDEX).read_bytes()).get("generation")
-        except Exception:  # noqa: BLE001
-            return None
-
-    def read(self) -> tuple[dict[str, int], torch.Tensor | None, str | None, str | None]:
-        """``(rows, data, generation, why)``; ``why`` says why a present entry cannot be trusted."""
-        has_index, has_data = (self.folder / INDEX).is_file(), (self.folder / DATA).is_file()
-        if not has_index and not has_data:
-            return {}, None, None, None
-        if not has_index or not has_data:
-            return {}, None, None, f"{INDEX if has_data else DATA} is missing"
-        try:
-            index = json.loads((self.folder / INDEX).read_bytes())
-            rows = index["rows"]
-            if index.get("format") != FORMAT_VERSION or not all(type(v) is int for v in rows.values()):
-                raise ValueError("not this format")
-        except Exception:  # noqa: BLE001
-            return {}, None, None, f"{INDEX} is not a tlkit v{FORMAT_VERSION} index"
-        try:
-            data, meta = _load_rows(self.folder / DATA)
-        except Exception as exc:  # noqa: BLE001
-            return {}, None, None, f"{DATA} cannot be read ({exc}): truncated or not safetensors"
-        why = _disagreement(index, data, meta)
-        return ({}, None, None, why) if why else (rows, data, index["generation"], None)
-
-    def write(self, rows: dict[str, int], data: torch.Tensor, described: dict) -> None:
-        """Data first, then the index, both naming one new generation (the caller holds the lock)."""
-        from safetensors.torch import save
-
-        data = data.contiguous()
-        generation, checksum = uuid.uuid4().hex, _checksum(data.numpy())
-        atomic_write_bytes(self.folder / DATA, save({"features": data},
-                                                    metadata={"generation": generation, "checksum": checksum}))
-        atomic_write_text(self.folder / INDEX, json.dumps({**described, "format": FORMAT_VERSION, "generation": generation,
-                                                           "checksum": checksum, "shape": list(data.shape), "rows": rows}))
-
-    def drop(self) -> None:
-        for name in (INDEX, DATA):
-            (self.folder / name).unlink(missing_ok=True)
 
 
 def _missing(ids: Sequence[str], rows: dict[str, int]) -> list[int]:
@@ -316,10 +120,6 @@ def _missing(ids: Sequence[str], rows: dict[str, int]) -> list[int]:
         if cid not in rows:
             first.setdefault(cid, i)
     return list(first.values())
-
-
-def _dropped(folder: Path, why: str) -> str:
-    return f"feature cache {printable(folder)}: {why}; dropped the entry, its features are computed again"
 
 
 class FeatureStore:
@@ -381,15 +181,15 @@ class FeatureStore:
             todo = _missing(ids, snap.rows)
             slots = {cid: s for s, cid in enumerate(dict.fromkeys(ids))}  # one row per content
             # seeds come from rank 0's content hashes, so a view is the same whichever rank computes it
-            seeds = None if augment == "none" else [_view_seed(ids[i], view, seed) for i in todo]
+            seeds = None if augment == "none" else [view_seed(ids[i], view, seed) for i in todo]
             plan = (todo, seeds, [slots[cid] for cid in ids])
         todo, seeds, spread = dist.same_on_all(plan)
         parts, where = [], []
         mine = dist.shard(len(todo))
         if mine:
-            parts.append(_compute(backbone, preprocessing, [paths[todo[j]] for j in mine],
-                                  None if seeds is None else [seeds[j] for j in mine], augment, stop_group,
-                                  batch_size, workers, device, progress))
+            parts.append(compute_features(backbone, preprocessing, [paths[todo[j]] for j in mine],
+                                           None if seeds is None else [seeds[j] for j in mine], augment, stop_group,
+                                           batch_size, workers, device, progress))
             where += [spread[todo[j]] for j in mine]
         if dist.is_main and snap.rows:
             hits = [cid for cid in slots if cid in snap.rows]
@@ -411,11 +211,11 @@ class FeatureStore:
 
     # -- storage
     def _entry(self, backbone: Backbone, preprocessing: Preprocessing, stop_group: int, augment: str, view: int,
-               seed: int) -> _Entry:
-        return _Entry(self.root / self.key(backbone, preprocessing, stop_group, augment, view, seed), self.lock_timeout)
+               seed: int) -> Entry:
+        return Entry(self.root / self.key(backbone, preprocessing, stop_group, augment, view, seed), self.lock_timeout)
 
     @staticmethod
-    def _lookup(entry: _Entry, messages: list[str]) -> _Snapshot:
+    def _lookup(entry: Entry, messages: list[str]) -> _Snapshot:
         """The entry's trusted rows, their generation, and whether this call may write the entry.
 
         Under the lock, stale temp files go and an untrusted entry is dropped. Without the lock
@@ -427,17 +227,17 @@ class FeatureStore:
                 clean_stale_temp_files(entry.folder)
                 rows, data, generation, why = entry.read()
                 if why:
-                    messages.append(_dropped(entry.folder, why))
+                    messages.append(dropped_message(entry.folder, why))
                     entry.drop()
                 return _Snapshot(rows, data, generation, True)
-        except _NoLock as exc:
+        except EntryLockError as exc:
             rows, data, generation, why = entry.read()
             skipped = f", and skipped it ({why})" if why else ""
             messages.append(f"feature cache {printable(entry.folder)}: {exc}; read it without writing{skipped}; "
                             "new features are not cached this time")
             return _Snapshot(rows, data, generation, False)
 
-    def _store(self, entry: _Entry, snap: _Snapshot, new_ids: list[str], new_paths: list[str],
+    def _store(self, entry: Entry, snap: _Snapshot, new_ids: list[str], new_paths: list[str],
                new_seen: list[tuple[int, ...]], fresh: torch.Tensor, described: dict, messages: list[str]) -> None:
         """Add the fresh rows worth keeping to the entry, merged with whatever it holds by now."""
         keep = _worth_keeping(new_paths, new_seen, fresh, messages)
@@ -450,7 +250,7 @@ class FeatureStore:
                 if entry.generation() != snap.generation:  # another process wrote it since: merge with that
                     rows, data, _, why = entry.read()
                     if why:
-                        messages.append(_dropped(entry.folder, why))
+                        messages.append(dropped_message(entry.folder, why))
                         entry.drop()
                 rows = dict(rows)
                 add = [j for j in keep if new_ids[j] not in rows]
@@ -461,7 +261,7 @@ class FeatureStore:
                     rows[new_ids[j]] = base + offset
                 picked = fresh[torch.tensor(add, dtype=torch.long)]
                 entry.write(rows, picked if data is None else torch.cat([data, picked]), described)
-        except _NoLock as exc:
+        except EntryLockError as exc:
             messages.append(f"feature cache {printable(entry.folder)}: {exc}; {len(keep)} new rows not cached")
 
 

@@ -1,24 +1,18 @@
-"""One typed config for the CLI, recipe YAML files and Python keyword arguments.
+"""The typed config: :class:`RunConfig` = :class:`DataConfig` + :class:`ModelConfig` + :class:`Recipe`.
 
-A :class:`RunConfig` holds a :class:`DataConfig`, a :class:`ModelConfig` and a :class:`Recipe`
-(a list of :class:`StageConfig`). Every way in (YAML, ``tlkit.finetune(**overrides)``, CLI flags)
-goes through :func:`from_dict` / :func:`apply_overrides`, which validate once and name the field
-in every error.
+A :class:`Recipe` is a list of :class:`StageConfig`. Every way in (recipe YAML, ``tlkit.finetune(**overrides)``,
+CLI flags) ends in :func:`build_dataclass` / :func:`from_dict` here, which coerce plain values to the
+fields' types and validate once, naming the field (``recipe.stages[1].lr``) in every error.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
-import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
-
-import yaml
 
 from tlkit.errors import ConfigError
 
@@ -100,7 +94,7 @@ class StageConfig:
         """This stage with its ``gpu:`` overrides applied when running on CUDA."""
         if device_type != "cuda" or not self.gpu:
             return self
-        return _build(StageConfig, {**dataclasses.asdict(self), **self.gpu, "gpu": {}}, "stage.gpu")
+        return build_dataclass(StageConfig, {**dataclasses.asdict(self), **self.gpu, "gpu": {}}, "stage.gpu")
 
 
 @dataclass
@@ -120,6 +114,8 @@ class Recipe:
 
 @dataclass
 class DataConfig:
+    """Where the images are, how they are split, which files may be left out, the crop size."""
+
     path: str = ""
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -141,6 +137,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The backbone, where its weights come from, and the new head."""
+
     backbone: str = "efficientnet_lite0"
     weights: Union[str, None] = None
     pretrained: bool = True
@@ -159,6 +157,8 @@ class ModelConfig:
 
 @dataclass
 class RunConfig:
+    """Everything one run needs: data, model, recipe, and where and how it runs."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     recipe: Recipe = field(default_factory=Recipe)
@@ -257,7 +257,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return dict(value)
         raise ConfigError(f"{where} must be a mapping, got {value!r}")
     if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, where)
+        return build_dataclass(annotation, value, where)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -265,7 +265,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def build_dataclass(cls: type, data: Any, where: str) -> Any:
+    """An instance of the config dataclass ``cls`` from a mapping of its fields (an instance is returned as it is).
+
+    Values are coerced to the fields' types (``"3"`` -> 3 for an int field, as the CLI gives them);
+    an unknown field is refused with the closest valid name, a bad value with its dotted place ``where``.
+    Not validated: callers run ``validate()``.
+    """
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
@@ -286,233 +292,4 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def from_dict(data: dict, *, where: str = "config") -> RunConfig:
     """Build and validate a :class:`RunConfig` from plain data."""
-    return _build(RunConfig, data, where).validate()
-
-
-# --------------------------------------------------------------------------------------------
-# recipes
-
-
-#: a recipe or config file larger than this is refused (a recipe is a few hundred bytes)
-MAX_YAML_BYTES = 1_000_000
-
-
-def _read_yaml_text(file: Path) -> str:
-    """The text of a recipe or config file, refused when it is huge or uses YAML aliases.
-
-    Aliases (``&a`` / ``*a``) let a few hundred bytes expand into gigabytes once loaded (and saved
-    again in config.yaml); no recipe needs them, so they are refused before anything is built.
-    """
-    if file.stat().st_size > MAX_YAML_BYTES:
-        raise ConfigError(f"{file} is {file.stat().st_size:,} bytes; a recipe is a few hundred. "
-                          "Check that this is the file you meant")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file} is not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            raise ConfigError(f"{file} uses a YAML alias (*{event.anchor}); tlkit refuses aliases, which can expand "
-                              "a small file enormously. Write the values out in full")
-    return text
-
-
-def recipes_dir() -> Path:
-    """The folder of built-in recipes: inside the installed package, or ``recipes/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "recipes", here.parent / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError("the built-in recipes folder is missing from this installation; reinstall tlkit")
-
-
-def list_recipes() -> dict[str, str]:
-    """Built-in recipe name -> its description."""
-    out = {}
-    for path in sorted(recipes_dir().glob("*.yaml")):
-        out[path.stem] = load_recipe(path).description
-    return out
-
-
-DEFAULT_RECIPE = "probe-then-finetune"
-
-
-def load_recipe(name_or_path: str | os.PathLike | Recipe | dict | None = None) -> Recipe:
-    """A recipe by built-in name (``linear-probe``), YAML path, dict or :class:`Recipe`."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_RECIPE
-    if isinstance(name_or_path, Recipe):
-        name_or_path.validate()
-        return name_or_path
-    if isinstance(name_or_path, dict):
-        recipe = _build(Recipe, name_or_path, "recipe")
-        recipe.validate()
-        return recipe
-    text = str(name_or_path)
-    path = Path(text)
-    if not path.suffix and not path.exists():
-        path = recipes_dir() / f"{text}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
-            raise ConfigError(f"unknown recipe '{text}'; built-in recipes: {', '.join(known)}; or give a YAML file path")
-    if not path.is_file():
-        raise ConfigError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(_read_yaml_text(path))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe file {path} must hold a mapping with 'stages:'")
-    data.setdefault("name", path.stem)
-    recipe = _build(Recipe, data, f"recipe '{path.name}'")
-    recipe.validate(f"recipe '{path.name}'")
-    return recipe
-
-
-def save_yaml(data: dict, path: str | os.PathLike) -> None:
-    from tlkit._io import atomic_write_text
-
-    atomic_write_text(Path(path), yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-# --------------------------------------------------------------------------------------------
-# overrides
-
-
-#: keyword / CLI option -> where it lands. Stage-level keys apply to every stage.
-TOP_LEVEL_KEYS = {"out", "seed", "device", "workers", "cache_dir", "compile", "resume", "overwrite"}
-DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
-MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
-STAGE_KEYS = {f.name for f in dataclasses.fields(StageConfig)} - {"kind", "name", "gpu"}
-
-
-def make_config(data: str | os.PathLike | None = None, *, backbone: str | None = None,
-                recipe: str | os.PathLike | Recipe | dict | None = None, **overrides: Any) -> RunConfig:
-    """Build a validated :class:`RunConfig` from the same options the CLI takes.
-
-    Keyword overrides: any field of DataConfig, ModelConfig or RunConfig by name, and any stage
-    field (``epochs``, ``lr``, ``batch_size``...) which then applies to every stage. Dotted keys
-    reach one stage: ``{"stages.1.lr": 1e-4}``.
-
-    >>> make_config("data/", backbone="resnet18", epochs=5).recipe.stages[0].epochs
-    5
-    """
-    cfg = RunConfig(recipe=load_recipe(recipe))
-    if data is not None:
-        cfg.data.path = str(data)
-    if backbone is not None:
-        cfg.model.backbone = backbone
-    return apply_overrides(cfg, overrides)
-
-
-def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    raw = cfg.to_dict()
-    for key, value in overrides.items():
-        if value is None and not key.startswith("stages."):
-            continue  # an option not given; a dotted stage key set to None (--set stages.1.x=null) clears the field
-        if key in TOP_LEVEL_KEYS:
-            raw[key] = value
-        elif key in DATA_KEYS:
-            raw["data"][key] = value
-        elif key in MODEL_KEYS:
-            raw["model"][key] = value
-        elif key in STAGE_KEYS:
-            for stage in raw["recipe"]["stages"]:
-                stage[key] = value
-        elif key.startswith("stages."):
-            parts = key.split(".")
-            if len(parts) != 3 or not parts[1].isdigit():
-                raise ConfigError(f"override '{key}' must look like stages.INDEX.FIELD, e.g. stages.1.lr")
-            index = int(parts[1])
-            if index >= len(raw["recipe"]["stages"]):
-                raise ConfigError(f"override '{key}': the recipe has only {len(raw['recipe']['stages'])} stages")
-            raw["recipe"]["stages"][index][parts[2]] = value
-        else:
-            known = sorted(TOP_LEVEL_KEYS | DATA_KEYS | MODEL_KEYS | STAGE_KEYS)
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown option '{key}'{hint}")
-    return from_dict(raw)
-
-
-# --------------------------------------------------------------------------------------------
-# resuming a run: its own config.yaml decides, conflicting options are refused by name
-
-#: fields that may differ between a run and the command that resumes it: where and how it runs,
-#: never what it computes (a moved dataset keeps its split, read from splits.json)
-RESUME_FREE = frozenset({"out", "resume", "overwrite", "device", "workers", "cache_dir", "compile", "data.path",
-                         "data.skip_bad", "model.offline"})
-
-
-def load_run_config(path: str | os.PathLike) -> RunConfig:
-    """The :class:`RunConfig` a run saved as ``config.yaml``; ConfigError names the file when it is unusable."""
-    file = Path(path)
-    try:
-        data = yaml.safe_load(_read_yaml_text(file))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}; the run cannot be resumed without it") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file} is not valid YAML ({exc}); the run cannot be resumed from it") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file} does not hold a run configuration")
-    return from_dict(data, where=f"'{file}'")
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    if isinstance(data, list):
-        out = {}
-        for i, value in enumerate(data):
-            out.update(_flat(value, f"{prefix}{i}."))
-        return out | {prefix[:-1] + "#": len(data)}
-    return {prefix[:-1]: data}
-
-
-def config_conflicts(saved: RunConfig, wanted: RunConfig) -> list[str]:
-    """``field: wanted (run: saved)`` for every field that would change what a resumed run computes."""
-    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
-    rows = []
-    for key in sorted(set(before) | set(after)):
-        if key in RESUME_FREE or before.get(key) == after.get(key):
-            continue
-        name = key.replace("recipe.stages.", "stages.").replace(".#", " (number of stages)")
-        rows.append(f"{name}: {after.get(key)!r} (run: {before.get(key)!r})")
-    return rows
-
-
-def resume_config(run_config: str | os.PathLike, overrides: dict[str, Any]) -> RunConfig:
-    """The config to resume a run with: the run's own ``config.yaml``, plus only options that do not
-    change what it computes (device, workers, cache folder, a moved data folder). Any other option
-    given must equal the run's value; a different one is refused by name."""
-    saved = load_run_config(run_config)
-    saved.overwrite = saved.resume = False  # how the run was started, not what it computes
-    given = {k: v for k, v in overrides.items() if v is not None and k != "overwrite"}
-    recipe = given.pop("recipe", None)
-    conflicts = []
-    if recipe is not None:  # a recipe is compared by name: its stages as run are in config.yaml
-        name = recipe.name if isinstance(recipe, Recipe) else load_recipe(recipe).name
-        if name != saved.recipe.name:
-            conflicts.append(f"recipe: {name!r} (run: {saved.recipe.name!r})")
-    wanted = apply_overrides(copy.deepcopy(saved), given)
-    conflicts += config_conflicts(saved, wanted)
-    if conflicts:
-        shown = "; ".join(conflicts[:6]) + (f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else "")
-        raise ConfigError(f"--resume continues the run with the options in {run_config}, but these options differ: "
-                          f"{shown}. Leave them out to resume, or start a new run (another --out, or --overwrite)")
-    wanted.resume = True
-    return wanted
-
-
-def parse_set_option(items: list[str]) -> dict[str, Any]:
-    """``["stages.1.lr=1e-4", "head=mlp"]`` -> overrides dict (values parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return build_dataclass(RunConfig, data, where).validate()

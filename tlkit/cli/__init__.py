@@ -1,0 +1,46 @@
+"""The ``tlkit`` command: thin commands over the public Python API.
+
+Every ``TlkitError`` becomes one line on stderr and exit code 1; Ctrl-C exits 130 after saying how
+to resume. This module holds the typer ``app`` and registers the commands in the order its help
+lists them; they live in :mod:`tlkit.cli.train_commands` (check, recipes, finetune, demo),
+:mod:`tlkit.cli.model_commands` (backbones, summary) and :mod:`tlkit.cli.run_commands` (evaluate,
+predict, explain, compare), and write through :mod:`tlkit.cli.output`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tlkit.cli.model_commands import backbones, summary
+from tlkit.cli.output import PIPE_WIDTH, err, out
+from tlkit.cli.run_commands import compare, evaluate, explain, predict
+from tlkit.cli.train_commands import check_cmd, demo, finetune, recipes
+
+__all__ = ["PIPE_WIDTH", "app", "err", "main", "out"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="tlkit: transfer learning for image classification on small domain datasets.")
+
+
+@app.callback()
+def _consoles() -> None:
+    """tlkit: transfer learning for image classification on small domain datasets."""
+    out.renew()  # set up again per command, for the streams of this invocation
+    err.renew()
+
+
+app.command()(backbones)
+app.command("check")(check_cmd)
+app.command()(recipes)
+app.command()(finetune)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(explain)
+app.command()(summary)
+app.command()(compare)
+app.command()(demo)
+
+
+def main() -> None:
+    """The ``tlkit`` console script."""
+    app()
