@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tlkit.data import load_image
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.train.feature_store import FeatureStore, backbone_fingerprint
 from tlkit.transforms import eval_transform
 

@@ -27,7 +27,7 @@ from tlkit._io import TMP_MARK, clean_stale_temp_files
 from tlkit._seeding import rng_state, set_rng_state
 from tlkit.config import StageConfig, load_recipe
 from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.pipeline import CHECKPOINT, finetune

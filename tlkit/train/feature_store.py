@@ -53,7 +53,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from tlkit._io import atomic_write_bytes, atomic_write_text, clean_stale_temp_files
 from tlkit.errors import DataError
-from tlkit.models.backbones import Backbone, Preprocessing
+from tlkit.models.backbone import Backbone
+from tlkit.transforms import Preprocessing
 
 if TYPE_CHECKING:
     from tlkit.train.distributed import Distributed

@@ -30,7 +30,8 @@ from tlkit._seeding import rng_state, seed_everything, seed_worker, set_rng_stat
 from tlkit.config import RunConfig, StageConfig, config_conflicts, load_run_config, make_config, resume_config, save_yaml
 from tlkit.data import DecodedImages, ImageDataset, Manifest, check, scan
 from tlkit.errors import ConfigError, DataError, DivergedError, ResourceError
-from tlkit.models import backbones as backbones_mod
+from tlkit.models.backbone import Backbone, compile_backend
+from tlkit.models.builder import build as build_backbone
 from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import TransferModel
 from tlkit.train import distributed
@@ -182,7 +183,7 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
         _check_resume(cfg)
     scanned = None if cfg.resume else dist.on_main(lambda: _scan_data(cfg, reporter))
     seed_everything(cfg.seed)
-    backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
+    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
     _check_stages_fit(cfg, backbone, device)
 
@@ -200,7 +201,7 @@ def _run(cfg: RunConfig, reporter: Reporter | None, dist: distributed.Distribute
     model = TransferModel(backbone, head, manifest.classes, preprocessing).to(device)
     if cfg.compile:
         model.backbone.compile_groups()
-        model.head.compile(backend=backbones_mod.compile_backend())
+        model.head.compile(backend=compile_backend())
         reporter.message("torch.compile: each layer group is compiled on its first batch (expect a slow start)")
     dist.sync_module(model)  # every rank starts from rank 0's weights
     reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "
@@ -270,7 +271,7 @@ def _check_resume(cfg: RunConfig) -> None:
         raise DataError(f"dataset folder {cfg.data.path} does not exist or is not a folder. Check the path.")
 
 
-def first_trainable_group(backbone: backbones_mod.Backbone, stage: StageConfig) -> int:
+def first_trainable_group(backbone: Backbone, stage: StageConfig) -> int:
     """The first layer group a stage's inputs enter: activations before it can be cached, 0 means images.
 
     A probe trains none (``num_groups``: the pooled features). A backbone whose groups only
@@ -287,7 +288,7 @@ def first_trainable_group(backbone: backbones_mod.Backbone, stage: StageConfig) 
     return k
 
 
-def _check_stages_fit(cfg: RunConfig, backbone: backbones_mod.Backbone, device: torch.device) -> None:
+def _check_stages_fit(cfg: RunConfig, backbone: Backbone, device: torch.device) -> None:
     """Recipe choices that depend on the backbone, refused before any file is written."""
     for i, stage in enumerate(cfg.recipe.stages):
         stage = stage.for_device(device.type)
