@@ -58,5 +58,7 @@ def test_feature_maps_take_a_group_name_or_index() -> None:
     by_name = feature_maps(bb, image, "layer1", top=4)
     assert (feature_maps(bb, image, 1, top=4) == by_name).all()
     assert feature_maps(bb, image, -2, top=4).shape[-1] == feature_maps(bb, image, "layer3", top=4).shape[-1] == 4
+    # the last group's map, not its pooled features (a 64 px input gives layer4 2x2)
+    assert feature_maps(bb, image, -1, top=4).shape == feature_maps(bb, image, "layer4", top=4).shape == (4, 2, 2)
     with pytest.raises(BackboneError, match=r"'layer9' is not a layer group of timm:test_resnet"):
         feature_maps(bb, image, "layer9")

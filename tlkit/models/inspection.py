@@ -181,7 +181,9 @@ def feature_maps(backbone: Backbone, image: torch.Tensor, group: int | str, *, t
     index = backbone.group_index(group)
     backbone.eval()
     with torch.no_grad():
-        out = backbone.forward_groups(image.unsqueeze(0) if image.ndim == 3 else image[:1], 0, index + 1)
+        # stop at the group itself: forward_groups(x, 0, num_groups) would pool after the last one
+        x = image.unsqueeze(0) if image.ndim == 3 else image[:1]
+        out = backbone.run_group(index, backbone.forward_groups(x, 0, index))
     if out.ndim != 4:
         raise ValueError(f"group {backbone.group_names[index]} outputs shape {tuple(out.shape)}, not a feature map")
     maps = out[0]
