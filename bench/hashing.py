@@ -96,7 +96,7 @@ def clock(fn) -> float:  # noqa: ANN001
 def per_file_rows(sets: dict[str, list[str]], extract_n: int, reps: int, work: Path) -> list[tuple]:
     """Per-file medians of hash / stat / decode / extract for each set of files, timed alternately."""
     from tlkit.data import load_image
-    from tlkit.models.backbones import build
+    from tlkit.models.builder import build
     from tlkit.train.feature_store import FeatureStore, content_ids
     from tlkit.transforms import eval_transform
 
@@ -123,7 +123,7 @@ def per_file_rows(sets: dict[str, list[str]], extract_n: int, reps: int, work: P
 
 def warm_get(paths: list[str], reps: int, work: Path) -> dict[str, float]:
     """Wall time of a fully cached ``FeatureStore.get`` on ``paths``, beside its hashing alone."""
-    from tlkit.models.backbones import build
+    from tlkit.models.builder import build
     from tlkit.train.feature_store import FeatureStore, content_ids
 
     backbone = build("efficientnet_lite0", offline=True)

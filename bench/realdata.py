@@ -112,7 +112,9 @@ def main() -> None:
     lines = [f"\n## {label}, EfficientNet-Lite0 (packaged ImageNet weights), {size} px, CPU",
              f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}; command: "
-             f"`uv run python bench/realdata.py {' '.join(sys.argv[1:])}` " + ("(feature cache empty at start)" if not args.cache else f"(feature cache {args.cache}, possibly warm)") + f"; load average at start {load[0]:.2f}\n",
+             f"`uv run python bench/realdata.py {' '.join(sys.argv[1:])}` "
+             + ("(feature cache empty at start)" if not args.cache else f"(feature cache {args.cache}, possibly warm)")
+             + f"; load average at start {load[0]:.2f}\n",
              "| recipe | train images | test images | test accuracy [95% CI] | balanced accuracy | wall time | extraction | training | epochs per stage |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for recipe, n_train, n_test, acc, ci, bal, seconds, extract, train, epochs in rows:

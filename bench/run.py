@@ -178,7 +178,7 @@ def export_data(root: Path, per_class: int) -> tuple[Path, list[str], list[int]]
 
 
 def build_backbone(s: Settings):  # noqa: ANN201
-    from tlkit.models.backbones import build
+    from tlkit.models.builder import build
 
     return build(s.backbone, **s.build_kwargs)
 
@@ -716,7 +716,7 @@ def _vm_kib(field_name: str) -> int:
     return 0
 
 
-MEMORY_PRELOAD = ["torch", "torchvision", "timm", "tlkit.models.backbones", "tlkit.train.feature_store", "tlkit.train.pipeline"]
+MEMORY_PRELOAD = ["torch", "torchvision", "timm", "tlkit.models.builder", "tlkit.train.feature_store", "tlkit.train.pipeline"]
 
 
 def memory_context():  # noqa: ANN201
@@ -913,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = now()
             try:
                 fn()
-            except Exception as exc:  # one broken figure must not hide the others
+            except Exception as exc:  # noqa: BLE001  (one broken figure must not hide the others)
                 import traceback
 
                 report.add(name, "failed", "-", "-", "-", "error", "", type(exc).__name__)

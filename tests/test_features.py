@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from tlkit.data import load_image
-from tlkit.models.backbones import Backbone, build
+from tlkit.models.backbone import Backbone
+from tlkit.models.builder import build
 from tlkit.train.feature_store import ExtractStats, FeatureStore, backbone_fingerprint
 from tlkit.transforms import eval_transform
 

@@ -20,7 +20,7 @@ PACKAGED_BACKBONES = sorted(f"timm:{arch}" for arch in PACKAGED)
 @pytest.mark.parametrize("recipe", sorted(list_recipes()))
 def test_every_built_in_recipe_runs_with_every_packaged_backbone(recipe: str, backbone: str, tiny_data: Path,
                                                                  tmp_path: Path) -> None:
-    from tlkit.models.backbones import resolve
+    from tlkit.models.registry import resolve
 
     assert availability(resolve(backbone)) == "packaged"
     result = finetune(tiny_data, backbone=backbone, recipe=recipe, epochs=1, image_size=32, workers=0, batch_size=8,

@@ -29,7 +29,7 @@ from tlkit._io import TMP_MARK, clean_stale_temp_files
 from tlkit._seeding import rng_state, set_rng_state
 from tlkit.config import StageConfig, load_recipe
 from tlkit.errors import CheckpointError, ConfigError, DataError, DivergedError
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.losses import classification_loss
@@ -167,7 +167,7 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
     per_phase: dict[str, dict[str, int]] = {}
     epochs_kinds: list[str] = []
 
-    real_build = train_mod.backbones_mod.build
+    real_build = train_mod.build_backbone
 
     def build_with_hooks(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         bb = real_build(*args, **kwargs)
@@ -198,7 +198,7 @@ def test_finetune_stage_trains_on_cached_activations(tiny_data: Path, fast_kwarg
             return fn(ctx, plan, *args, **kwargs)
         return wrap("epoch", epoch)
 
-    monkeypatch.setattr(train_mod.backbones_mod, "build", build_with_hooks)
+    monkeypatch.setattr(train_mod, "build_backbone", build_with_hooks)
     monkeypatch.setattr(stage_mod, "epoch_on_activations", epochs_of("cached", stage_mod.epoch_on_activations))
     monkeypatch.setattr(stage_mod, "epoch_on_images", epochs_of("images", stage_mod.epoch_on_images))
     monkeypatch.setattr(Predictor, "validate", wrap("validate", Predictor.validate))

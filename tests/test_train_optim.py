@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tlkit.config import StageConfig
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.models.heads import HeadSpec, make_head
 from tlkit.train.optim import build_optimizer, build_scheduler, drops_lone_last, param_groups, shuffled_batches, steps_per_epoch
 

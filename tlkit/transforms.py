@@ -1,13 +1,91 @@
-"""Image transforms built from a backbone's own preprocessing (torchvision v2 transforms)."""
+"""How images are prepared for a backbone: :class:`Preprocessing` (what its weights record, stored in
+``model.json``) and the torchvision v2 transforms built from it (eval, train-time augmentation, pre-decoding)."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from tlkit.errors import ConfigError
-from tlkit.models.backbones import Preprocessing
+from tlkit.errors import BackboneError, ConfigError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a backbone, taken from its weights' own metadata."""
+
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        _check_preprocessing(self)
+
+    @property
+    def crop_pct(self) -> float:
+        return self.input_size / self.resize_size
+
+    def with_size(self, input_size: int | None) -> "Preprocessing":
+        """The same preprocessing at another crop size, keeping the resize/crop ratio."""
+        if input_size is None or input_size == self.input_size:
+            return self
+        resize = max(input_size, int(round(input_size / self.crop_pct)))
+        return Preprocessing(input_size, resize, self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        """Rebuild from :meth:`to_dict` (``model.json``); BackboneError names a field that is missing or bad."""
+        if not isinstance(d, dict):
+            raise BackboneError(f"preprocessing must be a mapping of fields, got {type(d).__name__}")
+        missing = [k for k in ("input_size", "resize_size", "mean", "std") if k not in d]
+        if missing:
+            raise BackboneError(f"preprocessing is missing field(s) {', '.join(missing)}")
+        for name in ("mean", "std"):
+            if not isinstance(d[name], (list, tuple)) or len(d[name]) != 3:
+                raise BackboneError(f"preprocessing.{name} must be 3 numbers (one per RGB channel), got {d[name]!r}")
+        try:
+            return cls(input_size=_whole(d["input_size"], "input_size"), resize_size=_whole(d["resize_size"], "resize_size"),
+                       mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                       std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                       interpolation=str(d.get("interpolation", "bilinear")))
+        except (TypeError, ValueError) as exc:
+            raise BackboneError(f"preprocessing has a value that is not a number: {exc}") from exc
+
+
+#: sane bounds for stored preprocessing: a model.json outside them is damaged or edited
+MAX_INPUT_SIZE = 2048
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def _whole(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise BackboneError(f"preprocessing.{name} must be a whole number of pixels, got {value!r}")
+    return int(value)
+
+
+def _check_preprocessing(pre: Preprocessing) -> None:
+    """Refuse values that would crash or silently break every prediction (std 0, NaN, a 30000 px crop)."""
+    if not 1 <= pre.input_size <= MAX_INPUT_SIZE:
+        raise BackboneError(f"preprocessing.input_size must be 1..{MAX_INPUT_SIZE} pixels, got {pre.input_size}")
+    if not pre.input_size <= pre.resize_size <= 4 * pre.input_size:
+        raise BackboneError(f"preprocessing.resize_size must be from input_size ({pre.input_size}) to 4x it, "
+                            f"got {pre.resize_size}")
+    for name, values, low in (("mean", pre.mean, -10.0), ("std", pre.std, 0.0)):
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and low < v <= 10.0
+                                       for v in values):
+            rule = "positive and at most 10" if name == "std" else "finite, from -10 to 10"
+            raise BackboneError(f"preprocessing.{name} must be 3 numbers, {rule}; got {list(values)}")
+    if pre.interpolation not in INTERPOLATIONS:
+        raise BackboneError(f"preprocessing.interpolation must be one of {', '.join(INTERPOLATIONS)}; "
+                            f"got {pre.interpolation!r}")
 
 
 def _interp(name: str) -> InterpolationMode:

@@ -18,7 +18,7 @@ def backbones(
 
     Example: [bold]tlkit backbones convnext[/]
     """
-    from tlkit.models.backbones import list_backbones
+    from tlkit.models.builder import list_backbones
 
     table = folding_table("name", "alias", "source", "params", "features", "input", "weights here")
     for row in list_backbones(filter, limit=limit):

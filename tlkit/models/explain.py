@@ -15,23 +15,43 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from tlkit.errors import ConfigError
+from tlkit.errors import BackboneError, ConfigError
+from tlkit.models.backbone import Backbone
+from tlkit.transforms import Preprocessing
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tlkit.models.backbones import Backbone, Preprocessing
-    from tlkit.models.transfer import TransferModel
-
 #: The default Grad-CAM layer is the last group whose feature map has at least this many cells on
 #: its shorter side; coarser maps (4x4 at 128 px) cannot say which part of an object mattered.
 MIN_MAP_SIZE = 7
+
+
+class Explainable(Protocol):
+    """What Grad-CAM needs of a model (:class:`tlkit.models.transfer.TransferModel` is one): a backbone
+    whose groups run one at a time, a head on its pooled features, class names and preprocessing."""
+
+    backbone: Backbone
+    head: nn.Module
+    classes: list[str]
+    preprocessing: Preprocessing
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def eval_transform(self) -> Callable[..., torch.Tensor]: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+    def eval(self) -> nn.Module: ...
 
 
 @dataclass
@@ -104,7 +124,7 @@ def input_to_source(row: float, col: float, source_size: tuple[int, int], resize
     return ((row + top + 0.5) * height / new_h - 0.5, (col + left + 0.5) * width / new_w - 0.5)
 
 
-def default_layer(backbone: "Backbone", input_size: int) -> int:
+def default_layer(backbone: Backbone, input_size: int) -> int:
     """Index of the last layer group whose feature map is at least ``MIN_MAP_SIZE`` on a side
     (when none is, as for tiny inputs, the first spatial group: the finest map there is)."""
     x = torch.zeros(1, 3, input_size, input_size, device=next(backbone.parameters()).device)
@@ -122,24 +142,16 @@ def default_layer(backbone: "Backbone", input_size: int) -> int:
     return chosen
 
 
-def _layer_index(backbone: "Backbone", layer: int | str | None, input_size: int) -> int:
+def _layer_index(backbone: Backbone, layer: int | str | None, input_size: int) -> int:
     if layer is None or layer == "auto":
         return default_layer(backbone, input_size)
-    names = backbone.group_names
-    if isinstance(layer, str) and layer.lstrip("-").isdigit():
-        layer = int(layer)
-    if isinstance(layer, int):
-        if not -len(names) <= layer < len(names):
-            raise ConfigError(f"layer {layer} is out of range: {backbone.name} has {len(names)} layer groups "
-                              f"({', '.join(names)}); give a group name or an index from 0 to {len(names) - 1}")
-        return layer % len(names)
-    if layer not in names:
-        raise ConfigError(f"layer '{layer}' is not a layer group of {backbone.name}; choose one of "
-                          f"{', '.join(names)} (or 'auto'); 'tlkit summary --backbone NAME' lists them")
-    return names.index(layer)
+    try:
+        return backbone.group_index(layer)
+    except BackboneError as exc:  # a bad --layer is an option error
+        raise ConfigError(f"{exc} (or 'auto'); 'tlkit summary --backbone NAME' lists them") from exc
 
 
-def gradcam(model: "TransferModel", image: torch.Tensor, class_index: int | None = None, *,
+def gradcam(model: Explainable, image: torch.Tensor, class_index: int | None = None, *,
             layer: int | str | None = None) -> tuple[np.ndarray, torch.Tensor, int, tuple[int, int]]:
     """Grad-CAM for one preprocessed image (3, H, W) at layer group ``layer`` (default: :func:`default_layer`).
 
@@ -182,7 +194,7 @@ def gradcam(model: "TransferModel", image: torch.Tensor, class_index: int | None
     return cam.cpu().numpy(), probs.detach().cpu(), index, map_size
 
 
-def explain(model: "TransferModel", image: "str | os.PathLike | Image.Image", class_name: str | None = None, *,
+def explain(model: Explainable, image: "str | os.PathLike | Image.Image", class_name: str | None = None, *,
             layer: int | str | None = None) -> Explanation:
     """Grad-CAM for one image file or PIL image, for ``class_name`` (default: the predicted class).
 
@@ -208,28 +220,28 @@ def explain(model: "TransferModel", image: "str | os.PathLike | Image.Image", cl
                        pil.size, model.preprocessing.resize_size)
 
 
-def _as_shown(pre: "Preprocessing", tensor: torch.Tensor) -> np.ndarray:
+def _as_shown(pre: Preprocessing, tensor: torch.Tensor) -> np.ndarray:
     """Undo the normalisation: the (H, W, 3) uint8 picture the model was given."""
     mean = torch.tensor(pre.mean)[:, None, None]
     std = torch.tensor(pre.std)[:, None, None]
     return ((tensor * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def _fixed_layer(model: "TransferModel", layer: int | str | None) -> int | str:
+def _fixed_layer(model: Explainable, layer: int | str | None) -> int | str:
     """``layer``, with the default worked out once for many images (it costs a forward pass)."""
     if layer is None or layer == "auto":
         return default_layer(model.backbone, model.preprocessing.input_size)
     return layer
 
 
-def explain_many(model: "TransferModel", images: Sequence[str | os.PathLike], class_name: str | None = None, *,
+def explain_many(model: Explainable, images: Sequence[str | os.PathLike], class_name: str | None = None, *,
                  layer: int | str | None = None) -> list[Explanation]:
     """:func:`explain` for each image, with the default layer worked out once."""
     layer = _fixed_layer(model, layer)
     return [explain(model, path, class_name, layer=layer) for path in images]
 
 
-def explainer(model: "TransferModel", class_name: str | None = None, *,
+def explainer(model: Explainable, class_name: str | None = None, *,
               layer: int | str | None = None) -> "Callable[[str], tuple[np.ndarray, np.ndarray]] | None":
     """``path -> (image as the model saw it, overlay)`` for report galleries, or ``None`` when the
     backbone cannot be explained (its layer groups do not run one at a time, e.g. ViT): the gallery then shows images only.
@@ -247,7 +259,7 @@ def explainer(model: "TransferModel", class_name: str | None = None, *,
     return explain_path
 
 
-def write_overlays(model: "TransferModel", images: Sequence[str], out_dir: str | os.PathLike,
+def write_overlays(model: Explainable, images: Sequence[str], out_dir: str | os.PathLike,
                    class_name: str | None = None, *, layer: int | str | None = None) -> list[Path]:
     """Save ``<n>-<name>-<class>.gradcam.png`` (image | overlay side by side) for each image; returns the paths."""
     from tlkit._io import atomic_write_bytes

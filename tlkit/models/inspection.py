@@ -7,14 +7,18 @@ helpers at the bottom, which import matplotlib lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from tlkit.models.backbones import Backbone, build
+from tlkit.models.backbone import Backbone
+from tlkit.models.builder import build
 from tlkit.models.heads import HeadSpec, make_head
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -174,10 +178,12 @@ def summarize_name(name: str, *, num_classes: int = 2, image_size: int | None = 
 
 def feature_maps(backbone: Backbone, image: torch.Tensor, group: int | str, *, top: int = 16) -> np.ndarray:
     """The ``top`` most active channels of a group's output for one preprocessed image: (top, H, W)."""
-    index = backbone.group_names.index(group) if isinstance(group, str) else group
+    index = backbone.group_index(group)
     backbone.eval()
     with torch.no_grad():
-        out = backbone.forward_groups(image.unsqueeze(0) if image.ndim == 3 else image[:1], 0, index + 1)
+        # stop at the group itself: forward_groups(x, 0, num_groups) would pool after the last one
+        x = image.unsqueeze(0) if image.ndim == 3 else image[:1]
+        out = backbone.run_group(index, backbone.forward_groups(x, 0, index))
     if out.ndim != 4:
         raise ValueError(f"group {backbone.group_names[index]} outputs shape {tuple(out.shape)}, not a feature map")
     maps = out[0]
@@ -197,7 +203,7 @@ def first_conv_filters(backbone: Backbone) -> np.ndarray:
 
 
 def plot_grid(images: np.ndarray, *, title: str = "", cmap: str = "viridis", cols: int = 8,
-              tile: float = 1.6):  # noqa: ANN201
+              tile: float = 1.6) -> Figure:
     """Draw a (N, H, W) or (N, H, W, 3) array as a grid of ``tile``-inch squares; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 

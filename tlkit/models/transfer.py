@@ -15,8 +15,13 @@ from torch import nn
 from tlkit._io import atomic_write_bytes, atomic_write_text
 from tlkit._version import __version__
 from tlkit.errors import CheckpointError, ConfigError, PredictionError
-from tlkit.models.backbones import Backbone, Preprocessing, create_model, resolve, wrap
+from tlkit.models.backbone import Backbone
+from tlkit.models.builder import create_model, wrap
+from tlkit.models.explain import Explanation, explain
 from tlkit.models.heads import HeadSpec, make_head
+from tlkit.models.inspection import ModelSummary, summarize
+from tlkit.models.registry import resolve
+from tlkit.transforms import Preprocessing, eval_transform
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -145,26 +150,21 @@ class TransferModel(nn.Module):
         return model.to(device).eval()
 
     # -- looking inside
-    def summary(self, *, image_size: int | None = None, layers: bool = False):  # noqa: ANN201
+    def summary(self, *, image_size: int | None = None, layers: bool = False) -> ModelSummary:
         """Keras-style table: layer groups, output shapes, parameters, frozen/trainable, forward FLOPs."""
-        from tlkit.models.inspection import summarize
-
         return summarize(self.backbone, image_size=image_size or self.preprocessing.input_size, head=self.head_spec,
                          layers=layers)
 
-    def explain(self, image, class_name: str | None = None, *, layer: int | str | None = None):  # noqa: ANN001, ANN201
+    def explain(self, image, class_name: str | None = None, *, layer: int | str | None = None) -> Explanation:  # noqa: ANN001
         """Grad-CAM heat map for one image (path or PIL image), for ``class_name`` or the predicted class.
 
         ``layer``: a layer group name or index; default the last group whose map is at least 7x7.
         """
-        from tlkit.models.explain import explain
-
         return explain(self, image, class_name, layer=layer)
 
     # -- inference
     def eval_transform(self):  # noqa: ANN201
-        from tlkit.transforms import eval_transform
-
+        """The transform ``predict`` applies to each image: resize, centre-crop, normalise (``tlkit.transforms``)."""
         return eval_transform(self.preprocessing)
 
     @torch.inference_mode()

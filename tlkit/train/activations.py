@@ -15,7 +15,7 @@ import torch
 
 from tlkit.config import StageConfig
 from tlkit.data import Manifest
-from tlkit.models.backbones import Backbone
+from tlkit.models.backbone import Backbone
 from tlkit.train import distributed
 from tlkit.train.feature_store import FeatureStore, backbone_fingerprint
 

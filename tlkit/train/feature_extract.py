@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlkit.models.backbones import Backbone, Preprocessing
+from tlkit.models.backbone import Backbone
+from tlkit.transforms import Preprocessing
 
 #: a progress callback: (done, total)
 Progress = Callable[[int, int], None]

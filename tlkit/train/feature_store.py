@@ -52,9 +52,10 @@ import torch
 
 from tlkit._io import clean_stale_temp_files
 from tlkit.errors import DataError
-from tlkit.models.backbones import Backbone, Preprocessing
+from tlkit.models.backbone import Backbone
 from tlkit.train.feature_entries import FORMAT_VERSION, Entry, EntryLockError, dropped_message, printable
 from tlkit.train.feature_extract import Progress, backbone_fingerprint, compute_features, view_seed
+from tlkit.transforms import Preprocessing
 
 if TYPE_CHECKING:
     from tlkit.train.distributed import Distributed

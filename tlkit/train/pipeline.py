@@ -26,7 +26,8 @@ from tlkit.config import RunConfig, make_config, resume_config, save_yaml
 from tlkit.console import Reporter, SilentReporter
 from tlkit.data import Manifest
 from tlkit.errors import ConfigError, ResourceError
-from tlkit.models import backbones as backbones_mod
+from tlkit.models.backbone import Backbone, compile_backend
+from tlkit.models.builder import build as build_backbone
 from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import TransferModel
 from tlkit.train import distributed
@@ -145,7 +146,7 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
         check_resume(cfg)
     scanned = None if cfg.resume else dist.on_main(lambda: scan_data(cfg, reporter))
     seed_everything(cfg.seed)
-    backbone = backbones_mod.build(cfg.model.backbone, pretrained=cfg.model.pretrained,
+    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
     check_stages_fit(cfg, backbone, device)
 
@@ -168,7 +169,7 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
                       clock=clock, timings=timings, net=model)
 
 
-def _model(cfg: RunConfig, backbone: backbones_mod.Backbone, manifest: Manifest, device: torch.device,
+def _model(cfg: RunConfig, backbone: Backbone, manifest: Manifest, device: torch.device,
            reporter: Reporter, dist: distributed.Distributed) -> TransferModel:
     preprocessing = backbone.preprocessing.with_size(cfg.data.image_size)
     head = HeadSpec(cfg.model.head, backbone.feature_dim, len(manifest.classes), cfg.model.hidden_dim,
@@ -176,7 +177,7 @@ def _model(cfg: RunConfig, backbone: backbones_mod.Backbone, manifest: Manifest,
     model = TransferModel(backbone, head, manifest.classes, preprocessing).to(device)
     if cfg.compile:
         model.backbone.compile_groups()
-        model.head.compile(backend=backbones_mod.compile_backend())
+        model.head.compile(backend=compile_backend())
         reporter.message("torch.compile: each layer group is compiled on its first batch (expect a slow start)")
     dist.sync_module(model)  # every rank starts from rank 0's weights
     reporter.message(f"backbone {backbone.name} ({backbone.weights_source}), {backbone.num_groups} layer groups, "

@@ -20,7 +20,7 @@ from tlkit.config import RunConfig, config_conflicts, load_run_config
 from tlkit.console import Reporter
 from tlkit.data import Manifest, check, scan
 from tlkit.errors import ConfigError, DataError
-from tlkit.models.backbones import Backbone
+from tlkit.models.backbone import Backbone
 from tlkit.train.activations import first_trainable_group
 
 __all__ = ["default_out", "prepare_run_dir", "resume_hint", "check_resume", "check_stages_fit", "scan_data",

@@ -13,16 +13,18 @@ from PIL import Image
 import tlkit.models.transfer as model_mod
 from tlkit.data import load_image
 from tlkit.errors import CheckpointError, ConfigError
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import MODEL_META, MODEL_WEIGHTS, Predictions, TransferModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASSES = ["blue", "green", "red"]
+#: the ``saved`` fixture: a model and the folder it was saved to
+Saved = tuple[TransferModel, Path]
 
 
-def _model(head: str = "linear", seed: int = 0, **head_kw) -> TransferModel:
+def _model(head: str = "linear", seed: int = 0, **head_kw: object) -> TransferModel:
     torch.manual_seed(seed)
     bb = build("timm:test_resnet", pretrained=False)
     spec = HeadSpec(head, bb.feature_dim, len(CLASSES), **head_kw)
@@ -30,7 +32,7 @@ def _model(head: str = "linear", seed: int = 0, **head_kw) -> TransferModel:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory):
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Saved:
     model = _model("mlp", hidden_dim=16, dropout=0.2, norm=True)
     with torch.no_grad():  # non-trivial BatchNorm statistics must survive the round trip
         model.head[1].running_mean.uniform_(-1, 1)
@@ -39,7 +41,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory):
     return model, folder
 
 
-def test_save_writes_safetensors_and_json(saved) -> None:
+def test_save_writes_safetensors_and_json(saved: Saved) -> None:
     model, folder = saved
     meta = json.loads((folder / MODEL_META).read_text())
     assert meta["format"] == "tlkit-model"
@@ -51,7 +53,7 @@ def test_save_writes_safetensors_and_json(saved) -> None:
     assert not list(folder.glob("*.tmp-*"))
 
 
-def test_load_gives_identical_tensors_and_predictions(saved, tiny_data: Path) -> None:
+def test_load_gives_identical_tensors_and_predictions(saved: Saved, tiny_data: Path) -> None:
     model, folder = saved
     loaded = model_mod.load(folder)
     assert loaded.classes == CLASSES and not loaded.training
@@ -67,7 +69,7 @@ def test_load_gives_identical_tensors_and_predictions(saved, tiny_data: Path) ->
     np.testing.assert_allclose(p1.probs, p3.probs, atol=1e-5)
 
 
-def test_predict_accepts_paths_pil_and_tensors_alike(saved, tiny_data: Path) -> None:
+def test_predict_accepts_paths_pil_and_tensors_alike(saved: Saved, tiny_data: Path) -> None:
     model, _ = saved
     paths = sorted(str(p) for p in tiny_data.rglob("*.png"))[:4]
     by_path = model.predict(paths)
@@ -113,7 +115,7 @@ def test_load_missing_files_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated-weights", "garbage-weights", "bad-json", "foreign-json",
                                     "wrong-classes", "unknown-backbone"])
-def test_damaged_saved_model_is_a_checkpoint_error(tmp_path: Path, saved, damage: str) -> None:
+def test_damaged_saved_model_is_a_checkpoint_error(tmp_path: Path, saved: Saved, damage: str) -> None:
     import shutil
 
     _, folder = saved
@@ -142,8 +144,8 @@ def test_damaged_saved_model_is_a_checkpoint_error(tmp_path: Path, saved, damage
     assert str(target) in str(info.value)
 
 
-def test_saved_weights_load_into_timm_directly(saved) -> None:
-    """The backbone keeps the library's own state-dict names (documented in tlkit.models.backbones)."""
+def test_saved_weights_load_into_timm_directly(saved: Saved) -> None:
+    """The backbone keeps the library's own state-dict names (documented in tlkit.models.backbone)."""
     import timm
     from safetensors.torch import load_file
 
@@ -155,7 +157,7 @@ def test_saved_weights_load_into_timm_directly(saved) -> None:
     assert not unexpected and not missing
 
 
-def test_rgba_and_grayscale_inputs_predict(saved, tmp_path: Path) -> None:
+def test_rgba_and_grayscale_inputs_predict(saved: Saved, tmp_path: Path) -> None:
     model, _ = saved
     rgba = Image.fromarray(np.full((20, 30, 4), 128, np.uint8), "RGBA")
     gray = Image.fromarray(np.full((40, 40), 200, np.uint8), "L")
@@ -167,7 +169,7 @@ def test_rgba_and_grayscale_inputs_predict(saved, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- issue 14: tampered models
 
 
-def _copy(saved, tmp_path: Path) -> Path:  # noqa: ANN001
+def _copy(saved: Saved, tmp_path: Path) -> Path:
     import shutil
 
     _, folder = saved
@@ -176,7 +178,7 @@ def _copy(saved, tmp_path: Path) -> Path:  # noqa: ANN001
     return target
 
 
-def test_non_finite_weights_are_refused_at_load(saved, tmp_path: Path) -> None:
+def test_non_finite_weights_are_refused_at_load(saved: Saved, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     folder = _copy(saved, tmp_path)
@@ -193,7 +195,7 @@ def test_non_finite_weights_are_refused_at_load(saved, tmp_path: Path) -> None:
     ("input_size", 0, "input_size"), ("input_size", -3, "input_size"), ("input_size", 30000, "input_size"),
     ("resize_size", 10, "resize_size"), ("interpolation", "magic", "interpolation"), ("mean", "abc", "mean"),
 ])
-def test_bad_preprocessing_in_model_json_is_named(saved, tmp_path: Path, field: str, value, needle: str) -> None:  # noqa: ANN001
+def test_bad_preprocessing_in_model_json_is_named(saved: Saved, tmp_path: Path, field: str, value, needle: str) -> None:  # noqa: ANN001
     folder = _copy(saved, tmp_path)
     meta = json.loads((folder / MODEL_META).read_text())
     meta["preprocessing"][field] = value
@@ -202,7 +204,7 @@ def test_bad_preprocessing_in_model_json_is_named(saved, tmp_path: Path, field: 
         model_mod.load(folder)
 
 
-def test_non_finite_outputs_are_an_error_not_a_nan_confidence(saved, tiny_data: Path) -> None:
+def test_non_finite_outputs_are_an_error_not_a_nan_confidence(saved: Saved, tiny_data: Path) -> None:
     from tlkit.errors import PredictionError
 
     model, _ = saved
