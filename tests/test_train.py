@@ -680,7 +680,7 @@ def test_resume_with_dataloader_workers_on_images_equals_uninterrupted(tiny_data
 def test_image_stages_decode_each_file_once_and_match_the_file_path(tiny_data: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Image epochs read decoded tensors: 3 epochs load each train/val file once; eval input is unchanged."""
-    import tlkit.data as data_mod
+    import tlkit.data.images as data_mod
     from tlkit.data import DecodedImages, ImageDataset, scan
     from tlkit.transforms import eval_transform
 
