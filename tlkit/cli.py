@@ -223,7 +223,7 @@ def finetune(
     """
     from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
-    from tlkit.report.files import print_summary
+    from tlkit.report.terminal import print_summary
     from tlkit.train.pipeline import config_for, run
 
     overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
@@ -280,7 +280,8 @@ def evaluate(
     from tlkit.evaluation.scoring import evaluate as evaluate_fn
     from tlkit.models.explain import explainer
     from tlkit.models.transfer import load
-    from tlkit.report.files import print_summary, write_report
+    from tlkit.report.files import write_report
+    from tlkit.report.terminal import print_summary
     from tlkit.rundir import next_free, prepare
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
@@ -445,7 +446,7 @@ def demo(
     """
     from tlkit._demo import demo as demo_fn
     from tlkit.console import RichReporter
-    from tlkit.report.files import print_summary
+    from tlkit.report.terminal import print_summary
 
     result = demo_fn(out_dir, reporter=RichReporter(err), epochs=epochs)
     if result.evaluation is not None:
