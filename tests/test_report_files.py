@@ -1,4 +1,4 @@
-"""tlkit.report.files: the files written, their contents match the result."""
+"""tlkit.report.files: the files written, their contents match the result; write_run_report adds the model's Grad-CAM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from eval_cases import SCRIPT, make_result, undecodable_result
 from PIL import Image
 
-from tlkit.report.files import GALLERY_MAX_IMAGES, prediction_rows, write_report
+from tlkit.report.files import GALLERY_MAX_IMAGES, prediction_rows, write_report, write_run_report
 from tlkit.rundir import REPORT_FILES
 
 EXPECTED_FILES = {
@@ -146,3 +146,41 @@ def test_report_gallery_shows_grad_cam_beside_each_mistake(tmp_path: Path) -> No
     assert "Grad-CAM" not in plain["report.html"].read_text(encoding="utf-8")
     with Image.open(written["misclassified.png"]) as a, Image.open(plain["misclassified.png"]) as b:
         assert a.size != b.size  # 3 wide tiles per row instead of 4 square ones
+
+
+def test_write_run_report_reads_the_images_and_explains_them_with_the_model(
+        tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one report of a trained model, as training and `tlkit evaluate` write it: write_report
+    with tlkit.data.load_image and the model's Grad-CAM explainer, the title and run info passed on."""
+    import torch
+
+    import tlkit.report.files
+    from tlkit.data import load_image
+    from tlkit.evaluation.metrics import evaluate_predictions
+    from tlkit.models.backbones import build
+    from tlkit.models.heads import HeadSpec
+    from tlkit.models.transfer import TransferModel
+
+    torch.manual_seed(0)
+    backbone = build("timm:test_resnet", pretrained=False)
+    model = TransferModel(backbone, HeadSpec("linear", backbone.feature_dim, 3), ["blue", "green", "red"],
+                          backbone.preprocessing.with_size(32)).eval()
+    paths = sorted(str(p) for p in tiny_data.rglob("*.png"))[:12]
+    y = np.array([model.classes.index(Path(p).parent.name) for p in paths])
+    result = evaluate_predictions(y, model.predict(paths).probs, model.classes, paths=paths, n_bootstrap=0)
+    assert result.misclassified  # an untrained head gets some wrong
+
+    calls: list[dict] = []
+    real = tlkit.report.files.write_report
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tlkit.report.files, "write_report", spy)  # as the training tests patch it
+    written = write_run_report(result, model, tmp_path / "run", title="tlkit: colors", extra={"recipe": "x"})
+    assert set(written) == EXPECTED_FILES
+    assert calls[0]["load_image"] is load_image and calls[0]["title"] == "tlkit: colors"
+    page = written["report.html"].read_text(encoding="utf-8")
+    assert "Grad-CAM heat map for the predicted class" in page and "tlkit: colors" in page
+    assert json.loads(written["metrics.json"].read_text())["run"] == {"recipe": "x"}

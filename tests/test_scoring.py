@@ -1,4 +1,4 @@
-"""tlkit.evaluation.scoring: the evaluate front door (which images, which classes)."""
+"""tlkit.evaluation.scoring: the evaluate front door (which images, which classes) and `tlkit evaluate`, which loads the model once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
 
+from tlkit.cli import app
 from tlkit.config import make_config
 from tlkit.data import scan
 from tlkit.errors import ConfigError, DataError
@@ -84,3 +86,24 @@ def test_errors_name_what_to_give(model: TransferModel, tiny_data: Path, tmp_pat
     shutil.copytree(tiny_data / "red", tmp_path / "others" / "purple")
     with pytest.raises(DataError, match="none of the classes .* is known to the model"):
         evaluate(model, tmp_path / "others")
+
+
+def test_cli_evaluate_loads_the_model_once(run_dir: Path, tiny_data: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit
+    import tlkit.models.transfer
+
+    loads: list[str] = []
+    real = tlkit.models.transfer.load
+
+    def counting_load(path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        loads.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(tlkit.models.transfer, "load", counting_load)
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["evaluate", str(run_dir), str(tiny_data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert loads == [str(run_dir)]  # once, for the scores and for the Grad-CAM overlays
+    assert "report written to" in result.stdout and (out / "report.html").is_file()
+    assert tlkit.evaluate is evaluate

@@ -42,6 +42,9 @@ from tlkit.report.html import report_html
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from tlkit.models.transfer import TransferModel
+
 # The report's gallery of mistakes shows at most this many images (each may cost a Grad-CAM pass).
 GALLERY_MAX_IMAGES = 16
 _DPI = 110
@@ -82,6 +85,26 @@ def write_report(
     # every text in the page went through summary.escape (readable_text); "replace" only guards the encoder
     put("report.html", report_html(result, title, run_info, images, gradcam=gradcam).encode("utf-8", "replace"))
     return written
+
+
+def write_run_report(
+    result: EvalResult,
+    model: TransferModel,
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the report of a trained ``model``'s evaluation into ``out_dir`` (a run directory, or an
+    evaluation folder of ``tlkit evaluate``): :func:`write_report` with the gallery's images read by
+    :func:`tlkit.data.load_image` and a Grad-CAM overlay for the predicted class beside each
+    mistake (:func:`tlkit.models.explain.explainer`). ``title`` and ``extra``: as for :func:`write_report`.
+    Returns file name -> path.
+    """
+    from tlkit.data import load_image
+    from tlkit.models.explain import explainer
+
+    return write_report(result, out_dir, load_image=load_image, explain=explainer(model), title=title, extra=extra)
 
 
 def table_files(result: EvalResult) -> dict[str, bytes]:
@@ -137,6 +160,7 @@ def render_images(
 
 def _detached_figure(figsize: tuple[float, float]) -> Figure:
     from matplotlib.figure import Figure
+
     return Figure(figsize=figsize, dpi=_DPI)
 
 
