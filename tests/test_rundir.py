@@ -178,7 +178,7 @@ def test_a_run_inside_the_data_folder_is_never_a_class(tmp_path: Path, make_colo
 def test_report_files_are_all_known_to_the_run_dir(tmp_path: Path) -> None:
     import numpy as np
 
-    from tlkit.evaluation.scoring import evaluate_predictions
+    from tlkit.evaluation.metrics import evaluate_predictions
     from tlkit.report.files import write_report
 
     result = evaluate_predictions([0, 1, 1], np.eye(2)[[0, 1, 0]], ["a", "b"], n_bootstrap=20)

@@ -33,21 +33,19 @@ def evaluate(
 
     Example: [bold]tlkit evaluate runs/leaves data/leaves_new --split all[/]
     """
-    from tlkit.data import load_image
-    from tlkit.evaluation.scoring import evaluate as evaluate_fn
-    from tlkit.models.explain import explainer
+    from tlkit.evaluation.scoring import evaluate_model
     from tlkit.models.transfer import load
-    from tlkit.report.files import print_summary, write_report
+    from tlkit.report.files import write_run_report
+    from tlkit.report.terminal import print_summary
     from tlkit.rundir import next_free, prepare
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
     prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
-    result = evaluate_fn(run_dir, data, split=split, batch_size=batch_size, workers=workers, device=device,
-                         skip_bad=skip_bad)
-    model = load(run_dir, device=device)  # again, for the Grad-CAM overlays beside the mistakes (a few MB)
+    model = load(run_dir, device=device)  # once: for the scores and for the Grad-CAM overlays beside the mistakes
+    result = evaluate_model(model, data, run_dir=run_dir, split=split, batch_size=batch_size, workers=workers,
+                            skip_bad=skip_bad)
     prepare(target, kind="evaluation", data=data, overwrite=overwrite)
-    write_report(result, target, load_image=load_image, explain=explainer(model),
-                 title=f"tlkit evaluation: {run_dir}")
+    write_run_report(result, model, target, title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
     out.print(f"report written to [bold]{target}[/]")
 

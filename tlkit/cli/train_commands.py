@@ -126,7 +126,7 @@ def finetune(
     """
     from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
-    from tlkit.report.files import print_summary
+    from tlkit.report.terminal import print_summary
     from tlkit.train.pipeline import config_for, run
 
     overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
@@ -173,7 +173,7 @@ def demo(
     """
     from tlkit._demo import demo as demo_fn
     from tlkit.console import RichReporter
-    from tlkit.report.files import print_summary
+    from tlkit.report.terminal import print_summary
 
     result = demo_fn(out_dir, reporter=RichReporter(err), epochs=epochs)
     if result.evaluation is not None:

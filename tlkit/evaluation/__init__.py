@@ -1,4 +1,8 @@
 """Numbers from predictions: metrics with intervals, paired comparisons, and displays that draw them.
 
-Nothing here writes files (that is :mod:`tlkit.report`).
+``stats`` (intervals, bootstraps, calibration bins) <- ``checks`` (argument errors, small-sample
+warnings) <- ``summary`` (text and HTML tables) and ``display`` (figures) <- ``metrics``
+(:class:`~tlkit.evaluation.metrics.EvalResult`, ``evaluate_predictions``) <- ``scoring`` (the
+``evaluate`` front door); ``comparison`` (paired comparison of two runs) uses ``stats`` only.
+Nothing here writes files or imports :mod:`tlkit.report` (which imports this package).
 """

@@ -1,4 +1,4 @@
-"""Confidence intervals shared by :mod:`tlkit.evaluation.scoring` and :mod:`tlkit.evaluation.comparison`.
+"""Confidence intervals, bootstraps and calibration bins for :mod:`tlkit.evaluation.metrics` and :mod:`tlkit.evaluation.comparison`.
 
 Compute only, and the bottom of the chain: this module imports nothing of tlkit but its errors,
 and scipy only inside the functions that need it. Every interval is a ``(low, high)`` pair at a
@@ -191,3 +191,70 @@ def paired_difference_interval(both: int, only_first: int, only_second: int, nei
     above = math.sqrt(max(0.0, e1 * e1 - 2.0 * phi * e1 * d2 + d2 * d2))
     difference = p1 - p2
     return max(-1.0, difference - below), min(1.0, difference + above)
+
+
+def bootstrap_balanced_accuracy(labels: np.ndarray, correct: np.ndarray, n_classes: int, n_resamples: int,
+                                rng: np.random.Generator) -> np.ndarray:
+    """Balanced accuracy of ``n_resamples`` resamples (with replacement) of the rows, vectorised per chunk.
+
+    ``labels`` are the rows' true label indices, ``correct`` whether each row was predicted right.
+    Like scikit-learn, a class absent from a resample's labels is left out of its mean recall.
+    """
+    n = labels.shape[0]
+    bal = np.empty(n_resamples)
+    chunk = max(1, BOOTSTRAP_CHUNK // n)
+    correct_f = correct.astype(np.float64)
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        idx = rng.integers(0, n, size=(b, n))
+        hit = correct_f[idx]
+        # One bincount over (resample, class) keys gives per-resample support and hits at once.
+        keys = (np.arange(b)[:, None] * n_classes + labels[idx]).ravel()
+        support = np.bincount(keys, minlength=b * n_classes).reshape(b, n_classes)
+        hits = np.bincount(keys, weights=hit.ravel(), minlength=b * n_classes)
+        hits = hits.reshape(b, n_classes)
+        present = support > 0
+        recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
+        bal[start : start + b] = recall.sum(axis=1) / present.sum(axis=1)
+    return bal
+
+
+def mean_exact_interval_bonferroni(hits: np.ndarray, support: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
+    """Mean of the per-class exact (Clopper-Pearson) bounds of ``hits`` out of ``support``, each at the
+    Bonferroni level ``1 - (1 - level) / classes`` (method :data:`PER_CLASS_EXACT_BONFERRONI`).
+
+    All those bounds hold together with probability at least ``level``, so their mean bounds the mean
+    of the proportions (a balanced accuracy, over the classes given) at least that often.
+    """
+    lo, hi = exact_interval(hits, support, level=1.0 - (1.0 - level) / len(support))
+    return float(lo.mean()), float(hi.mean())
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[float, list[dict[str, Any]]]:
+    """Expected calibration error over ``n_bins`` equal-width bins (lo, hi] of top-1 ``confidence``,
+    weighted by bin count, and the bins (``lower``, ``upper``, ``count``, mean ``confidence`` and
+    ``accuracy``; the last two ``None`` for an empty bin) that a reliability diagram draws."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # side="left" puts a confidence equal to an edge in the bin that edge closes: (lo, hi].
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    conf_sum = np.bincount(bins, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(bins, weights=correct.astype(np.float64), minlength=n_bins)
+    ece = 0.0
+    reliability = []
+    for b in range(n_bins):
+        count = int(counts[b])
+        mean_conf = float(conf_sum[b] / count) if count else None
+        acc = float(acc_sum[b] / count) if count else None
+        if count:
+            ece += count / confidence.shape[0] * abs(acc - mean_conf)
+        reliability.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "confidence": mean_conf,
+                "accuracy": acc,
+            }
+        )
+    return float(ece), reliability

@@ -56,7 +56,7 @@ class FinetuneResult:
     config: RunConfig
     manifest: Manifest
     history: list[dict] = field(default_factory=list)
-    evaluation: Any = None  # tlkit.EvalResult on the test split, when there is one
+    evaluation: Any = None  # tlkit.evaluation.metrics.EvalResult on the test split, when there is one
     timings: dict = field(default_factory=dict)
     rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
 
@@ -242,7 +242,7 @@ def _save_interrupted(ctx: RunContext) -> None:
 def evaluate_test(ctx: RunContext) -> Any:
     """The trained model on the test split (None without one, and on every process but rank 0).
     Same weights either way: cached activations only skip recomputing a prefix that never changed."""
-    from tlkit.evaluation.scoring import evaluate_predictions
+    from tlkit.evaluation.metrics import evaluate_predictions
 
     labels = ctx.manifest.labels("test")
     if not labels:
@@ -275,15 +275,12 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
 
 
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
-    from tlkit.data import load_image
-    from tlkit.models.explain import explainer
-    from tlkit.report.files import write_report
+    from tlkit.report.files import write_run_report
 
     backbone, pre = ctx.model.backbone, ctx.model.preprocessing
-    write_report(evaluation, ctx.run.path, load_image=load_image, explain=explainer(ctx.model),
-                 title=f"tlkit: {Path(ctx.cfg.data.path).name}",
-                 extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
-                        "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
-                        "timings": {k: f"{v:.1f} s" for k, v in timings.items()},
-                        "validation (last epoch)": {k: round(v, 4) for k, v in ctx.last_val.items()},
-                        "split": {s: len(v) for s, v in ctx.manifest.splits.items()}})
+    write_run_report(evaluation, ctx.model, ctx.run.path, title=f"tlkit: {Path(ctx.cfg.data.path).name}",
+                     extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
+                            "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
+                            "timings": {k: f"{v:.1f} s" for k, v in timings.items()},
+                            "validation (last epoch)": {k: round(v, 4) for k, v in ctx.last_val.items()},
+                            "split": {s: len(v) for s, v in ctx.manifest.splits.items()}})

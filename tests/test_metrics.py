@@ -1,4 +1,4 @@
-"""evaluate_predictions: every number equals scikit-learn's, over the full class list."""
+"""tlkit.evaluation.metrics: every number of evaluate_predictions equals scikit-learn's, over the full class list."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from eval_cases import names, random_predictions
 from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
@@ -18,31 +19,9 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from tlkit.errors import ConfigError, DataError
-from tlkit.evaluation.scoring import (
-    MAX_CI_WIDTH,
-    MIN_CLASS_SUPPORT,
-    MIN_TEST_IMAGES,
-    EvalResult,
-    evaluate_predictions,
-)
+from tlkit.evaluation.checks import MAX_CI_WIDTH, MIN_CLASS_SUPPORT, MIN_TEST_IMAGES
+from tlkit.evaluation.metrics import EvalResult, evaluate_predictions
 from tlkit.evaluation.stats import exact_interval, wilson_interval
-
-
-def random_predictions(
-    n: int, n_classes: int, seed: int, *, skill: float = 1.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and softmax probabilities that are right more often than chance."""
-    rng = np.random.default_rng(seed)
-    y_true = rng.integers(0, n_classes, n)
-    logits = rng.normal(size=(n, n_classes))
-    logits[np.arange(n), y_true] += skill
-    probs = np.exp(logits)
-    return y_true, probs / probs.sum(axis=1, keepdims=True)
-
-
-def names(n_classes: int) -> list[str]:
-    return [f"class_{i}" for i in range(n_classes)]
 
 
 def cases() -> list[tuple[str, np.ndarray, np.ndarray, int]]:
@@ -313,40 +292,6 @@ def test_unknown_is_kept_and_reported() -> None:
     assert "zebra" in r.summary_text()
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "argument"),
-    [
-        ({"y_true": [0, 1, 5]}, "y_true"),
-        ({"y_true": [0.5, 1, 0]}, "y_true"),
-        ({"y_true": [[0, 1, 0]]}, "y_true"),
-        ({"probs": np.ones((3, 3)) / 3}, "probs"),
-        ({"probs": np.array([[0.5, 0.5], [np.nan, 1.0], [1.0, 0.0]])}, "probs"),
-        ({"probs": np.array([[2.0, -1.0], [0.5, 0.5], [1.0, 0.0]]) * 3}, "probs"),
-        ({"classes": ["only"]}, "classes"),
-        ({"classes": ["a", "a"]}, "classes"),
-        ({"paths": ["x.png"]}, "paths"),
-        ({"n_bootstrap": -1}, "n_bootstrap"),
-        ({"ci_level": 95}, "ci_level"),
-        ({"seed": "zero"}, "seed"),
-    ],
-)
-def test_validation_names_the_argument(kwargs: dict, argument: str) -> None:
-    call = {
-        "y_true": [0, 1, 1],
-        "probs": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]),
-        "classes": ["a", "b"],
-    }
-    call.update(kwargs)
-    y_true, probs, classes = call.pop("y_true"), call.pop("probs"), call.pop("classes")
-    with pytest.raises(ConfigError, match=argument):
-        evaluate_predictions(y_true, probs, classes, **call)
-
-
-def test_empty_input_is_a_clear_error() -> None:
-    with pytest.raises(DataError, match="0 rows"):
-        evaluate_predictions([], np.zeros((0, 2)), ["a", "b"])
-
-
 def test_to_dict_is_json_ready_and_small() -> None:
     import json
 
@@ -381,7 +326,10 @@ def test_10k_predictions_time() -> None:
 
 def test_compute_modules_import_no_plotting_and_no_cycle() -> None:
     code = (
-        "import sys, tlkit.evaluation.stats, tlkit.evaluation.comparison, tlkit.evaluation.scoring; "
-        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+        "import sys, tlkit.evaluation.stats, tlkit.evaluation.checks, tlkit.evaluation.summary, "
+        "tlkit.evaluation.display, tlkit.evaluation.metrics, tlkit.evaluation.comparison, tlkit.evaluation.scoring; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'tlkit.report' not in sys.modules, 'tlkit.report imported: evaluation must not write files'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Paired comparison of two runs (``tlkit.evaluation.comparison``, ``tlkit compare``)."""
+"""tlkit.evaluation.comparison: paired comparison of two runs (and ``tlkit compare``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tlkit.cli import app
 from tlkit.errors import ConfigError, DataError
 from tlkit.evaluation.comparison import MIN_DISCORDANT, compare
-from tlkit.evaluation.scoring import evaluate_predictions
+from tlkit.evaluation.metrics import evaluate_predictions
 from tlkit.evaluation.stats import paired_difference_interval
 from tlkit.report.files import write_report
 
@@ -205,6 +205,7 @@ def test_public_functions_stay_functions_after_their_modules_are_imported(tmp_pa
     import tlkit
     import tlkit._demo  # noqa: F401  (no module shares its public function's name, so nothing is shadowed)
     import tlkit.evaluation.comparison  # noqa: F401
+    import tlkit.evaluation.metrics  # noqa: F401
     import tlkit.evaluation.scoring  # noqa: F401
 
     a, b = pair(tmp_path)

@@ -1,0 +1,134 @@
+"""The self-contained ``report.html`` page of an evaluation: every table escaped, every image inline.
+
+The page is built from sections, each a function of the result (the tables are those of
+:mod:`tlkit.evaluation.summary`, which Jupyter shows too); the PNG images come in as bytes, drawn by
+:mod:`tlkit.report.files`. No text from data reaches the page unescaped (:func:`~tlkit.evaluation.summary.escape`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from tlkit.evaluation.metrics import EvalResult
+from tlkit.evaluation.summary import FRAGMENT_CSS, cards_html, confusion_html, escape, per_class_html, warnings_html
+
+PAGE_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       margin: 24px auto; max-width: 1200px; padding: 0 16px; color: #1d1d1f; }
+h1 { margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
+"""
+#: the images the page shows, by file name (all of them are needed)
+IMAGES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class.png", "reliability.png",
+          "misclassified.png")
+
+
+def report_html(
+    result: EvalResult, title: str, run_info: dict[str, Any], images: dict[str, bytes],
+    *, gradcam: bool = False,
+) -> str:
+    """The whole page: run info, warnings, headline cards, then one section per view of the result.
+
+    ``images`` maps each name of :data:`IMAGES` to its PNG bytes; ``gradcam``: the gallery of
+    mistakes shows Grad-CAM overlays (the page then says how to read them).
+    """
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{PAGE_CSS}{FRAGMENT_CSS}</style></head>",
+        f'<body class="tlkit"><h1>{escape(title)}</h1>',
+        *_run_info(run_info),
+        warnings_html(result),
+        cards_html(result),
+        *_unknown(result),
+        *_confusion_section(result, images),
+        "<h2>Per class</h2>",
+        _img(images, "per_class.png", "per-class recall and F1"),
+        per_class_html(result),
+        *_confused_pairs_section(result),
+        *_calibration_section(images),
+        *_mistakes_section(result, images, gradcam),
+        '<p class="muted">Files beside this report: metrics.json, per_class.csv, '
+        "confusion_matrix.csv, predictions.csv and the PNG images.</p></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _img(images: dict[str, bytes], name: str, alt: str) -> str:
+    data = base64.b64encode(images[name]).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _run_info(run_info: dict[str, Any]) -> list[str]:
+    if not run_info:
+        return []
+    rows = "".join(
+        f'<tr><th class="name">{escape(k)}</th><td class="name">'
+        f"{escape(v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False))}"
+        "</td></tr>"
+        for k, v in run_info.items()
+    )
+    return [f"<table>{rows}</table>"]
+
+
+def _unknown(result: EvalResult) -> list[str]:
+    if not result.unknown:
+        return []
+    items = "".join(
+        f"<li><b>{escape(name)}</b>: {len(files)} files, e.g. {escape(', '.join(files[:3]))}</li>"
+        for name, files in result.unknown.items()
+    )
+    return ['<div class="warn">Classes the model never saw (files not scored):' f"<ul>{items}</ul></div>"]
+
+
+def _confusion_section(result: EvalResult, images: dict[str, bytes]) -> list[str]:
+    counts_img = _img(images, "confusion_matrix.png", "confusion matrix, counts")
+    norm_img = _img(images, "confusion_matrix_normalized.png", "confusion matrix, normalised")
+    # Side by side while both stay legible at half width; stacked for many classes.
+    shown = [f'<div class="pair">{counts_img}{norm_img}</div>'] if len(result.classes) <= 12 else [counts_img, norm_img]
+    return ["<h2>Confusion matrix</h2>", confusion_html(result), *shown]
+
+
+def _confused_pairs_section(result: EvalResult) -> list[str]:
+    if not result.confused_pairs:
+        return ["<h2>Most confused pairs</h2>", '<p class="muted">No mistakes.</p>']
+    rows = "".join(
+        f'<tr><td class="name">{escape(t)}</td><td class="name">{escape(p)}</td><td>{c}</td></tr>'
+        for t, p, c in result.confused_pairs[:15]
+    )
+    return ["<h2>Most confused pairs</h2>",
+            '<table><tr><th class="name">true</th><th class="name">predicted as</th>'
+            f"<th>count</th></tr>{rows}</table>"]
+
+
+def _calibration_section(images: dict[str, bytes]) -> list[str]:
+    return [
+        "<h2>Calibration</h2>",
+        '<p class="muted">Expected calibration error: the count-weighted gap between top-1 '
+        "confidence and accuracy over equal-width confidence bins.</p>",
+        _img(images, "reliability.png", "reliability diagram"),
+    ]
+
+
+def _mistakes_section(result: EvalResult, images: dict[str, bytes], gradcam: bool) -> list[str]:
+    parts = ["<h2>Most confident mistakes</h2>"]
+    if gradcam:
+        parts.append(
+            '<p class="muted">Beside each image, a Grad-CAM heat map for the predicted class: '
+            "red where the evidence for that class came from (tlkit explain RUN_DIR IMAGE).</p>"
+        )
+    parts.append(_img(images, "misclassified.png", "most confident mistakes"))
+    if result.misclassified:
+        rows = "".join(
+            f'<tr><td>{m["index"]}</td><td class="name">{escape(m["path"] or "")}</td>'
+            f'<td class="name">{escape(m["true"])}</td><td class="name">{escape(m["pred"])}</td>'
+            f'<td>{m["confidence"]:.3f}</td><td>{m["prob_true"]:.3f}</td></tr>'
+            for m in result.misclassified[:30]
+        )
+        parts.append(
+            '<table><tr><th>row</th><th class="name">file</th><th class="name">true</th>'
+            '<th class="name">predicted</th><th>confidence</th><th>p(true)</th></tr>'
+            f"{rows}</table>"
+        )
+    return parts
