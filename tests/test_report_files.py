@@ -157,7 +157,7 @@ def test_write_run_report_reads_the_images_and_explains_them_with_the_model(
     import tlkit.report.files
     from tlkit.data import load_image
     from tlkit.evaluation.metrics import evaluate_predictions
-    from tlkit.models.backbones import build
+    from tlkit.models.builder import build
     from tlkit.models.heads import HeadSpec
     from tlkit.models.transfer import TransferModel
 

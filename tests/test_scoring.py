@@ -16,7 +16,7 @@ from tlkit.config import make_config
 from tlkit.data import scan
 from tlkit.errors import ConfigError, DataError
 from tlkit.evaluation.scoring import evaluate, evaluate_model, evaluation_set
-from tlkit.models.backbones import build
+from tlkit.models.builder import build
 from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import TransferModel
 
