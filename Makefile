@@ -3,7 +3,7 @@
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
 PYTEST_ARGS ?= -q -m "not slow"
 
-.PHONY: setup demo test test-all
+.PHONY: setup demo test test-all lint
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -19,3 +19,9 @@ test: setup
 
 test-all: PYTEST_ARGS = -q
 test-all: test
+
+# ruff (configured in pyproject.toml) and the layout's figures (bench/structure.py: no import cycles,
+# no private names across modules, modules <= 400 lines, functions <= 80 lines)
+lint: setup
+	$(UV) run ruff check tlkit tests bench
+	$(UV) run python bench/structure.py

@@ -207,8 +207,8 @@ def measure(package: Path = ROOT / "tlkit", *, max_lines: int = 400, max_functio
         long_modules=[s for s in sizes if s[0] > max_lines],
         long_functions=[f for f in funcs if f[0] > max_function],
         largest_module=sizes[0],
-        largest_function=funcs[0],
-        largest_class=classes(modules)[0],
+        largest_function=funcs[0] if funcs else (0, "-"),
+        largest_class=(classes(modules) or [(0, "-")])[0],
     )
 
 
