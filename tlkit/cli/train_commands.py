@@ -41,6 +41,9 @@ def check_cmd(
     val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation.")] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="Share of each class held out for testing.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    group_by: Annotated[Optional[str], typer.Option(
+        "--group-by", help="Keep groups in one split: 'subfolder' (the folder below each class), a CSV of "
+        "path,group, or a regular expression on the file name (its first group names the group).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check a dataset: unreadable files, empty or tiny classes, duplicates across splits, imbalance.
@@ -49,7 +52,7 @@ def check_cmd(
     """
     from tlkit.data import check, scan
 
-    report = check(scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
+    report = check(scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_by=group_by))
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
@@ -109,6 +112,9 @@ def finetune(
     skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out instead of stopping.")] = False,
     val_fraction: Annotated[Optional[float], typer.Option(help="Validation share when splitting.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(help="Test share when splitting.")] = None,
+    group_by: Annotated[Optional[str], typer.Option(
+        "--group-by", help="Keep groups in one split: 'subfolder' (the folder below each class), a CSV of "
+        "path,group, or a regular expression on the file name (its first group names the group).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
@@ -133,7 +139,7 @@ def finetune(
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
                      weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
                      workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
+                     group_by=group_by, cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
                      compile=compile_ or None)
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
         given = {_OPTION_KEYS.get(name, name) for name in ctx.params

@@ -121,6 +121,7 @@ class DataConfig:
     test_fraction: float = 0.15
     skip_bad: bool = False
     image_size: Union[int, None] = None
+    group_by: Union[str, None] = None  # keep groups in one split: "subfolder", a CSV of path,group, or a regex
 
     def validate(self, where: str = "data") -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -133,6 +134,8 @@ class DataConfig:
             _positive(self.image_size, f"{where}.image_size")
             if not 8 <= self.image_size <= 2048:
                 raise ConfigError(f"{where}.image_size must be 8..2048 pixels, got {self.image_size}")
+        if self.group_by is not None and not (isinstance(self.group_by, str) and self.group_by.strip()):
+            raise ConfigError(f"{where}.group_by must be 'subfolder', a CSV file or a regular expression, got {self.group_by!r}")
 
 
 @dataclass

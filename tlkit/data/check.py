@@ -109,6 +109,7 @@ def check(
         problems += _unreadable_problems(manifest.root, samples, bad)
     problems.extend(_duplicate_problems(manifest.root, samples, bad, problems))
     problems += _imbalance_problems(totals, imbalance_ratio)
+    problems += _group_problems(manifest)
 
     return CheckReport(
         root=manifest.root,
@@ -195,6 +196,23 @@ def _unreadable_problems(root: str, samples: _Samples, bad: set[str]) -> list[Pr
             bad.add(rel)
             problems.append(Problem("error", "unreadable", str(exc), [rel]))
     return problems
+
+
+def _group_problems(manifest: Manifest) -> list[Problem]:
+    """With ``--group-by``: a group whose images sit in two splits is leakage (given split folders can do that)."""
+    splits_of: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for rel, _ in manifest.splits.get(split, []):
+            if rel in manifest.groups:
+                splits_of.setdefault(manifest.groups[rel], set()).add(split)
+    leaks = sorted(g for g, where in splits_of.items() if len(where) > 1)
+    if not leaks:
+        return []
+    paths = sorted(rel for rel, g in manifest.groups.items() if g in set(leaks[:20]))
+    shown = ", ".join(leaks[:5]) + (f" and {len(leaks) - 5} more" if len(leaks) > 5 else "")
+    return [Problem("error", "group-leak", f"{len(leaks)} group(s) of --group-by {manifest.group_by!r} have images in "
+                    f"more than one split ({shown}): the test images are not new to the model. Move each group's "
+                    "images into one split folder, or drop the val/test folders and let tlkit split by groups", paths)]
 
 
 def _duplicate_problems(root: str, samples: _Samples, bad: set[str], problems: list[Problem]) -> list[Problem]:

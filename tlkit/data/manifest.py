@@ -41,6 +41,8 @@ class Manifest:
     val_fraction: float
     test_fraction: float
     skipped: list[dict[str, str]] = field(default_factory=list)
+    group_by: str | None = None  # the --group-by rule the split kept groups together by
+    groups: dict[str, str] = field(default_factory=dict)  # relative path -> group, with group_by
 
     def _split(self, split: str) -> list[tuple[str, int]]:
         if split not in SPLITS:
@@ -75,6 +77,7 @@ class Manifest:
             "classes": list(self.classes),
             "splits": {s: [[rel, label] for rel, label in self.splits.get(s, [])] for s in SPLITS},
             "skipped": [dict(entry) for entry in self.skipped],
+            **({"group_by": self.group_by, "groups": dict(sorted(self.groups.items()))} if self.group_by else {}),
         }
 
     @classmethod
@@ -115,6 +118,8 @@ class Manifest:
                 val_fraction=float(d.get("val_fraction", 0.0)),
                 test_fraction=float(d.get("test_fraction", 0.0)),
                 skipped=[{"path": str(e["path"]), "reason": str(e["reason"])} for e in d.get("skipped", [])],
+                group_by=None if d.get("group_by") is None else str(d["group_by"]),
+                groups={str(k): str(v) for k, v in (d.get("groups") or {}).items()},
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"manifest has a malformed field: {describe_error(exc)}") from exc
@@ -182,6 +187,8 @@ class Manifest:
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             skipped=skipped,
+            group_by=self.group_by,
+            groups={rel: g for rel, g in self.groups.items() if rel not in drop},
         )
 
     def _relative(self, path: str) -> str:

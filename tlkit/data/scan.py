@@ -20,6 +20,7 @@ from pathlib import PurePath
 
 import numpy as np
 
+from tlkit.data.groups import group_rule, split_by_groups
 from tlkit.data.images import IMAGE_EXTENSIONS, is_hidden, is_image_name
 from tlkit.data.manifest import SPLITS, Manifest
 from tlkit.errors import ConfigError, DataError
@@ -250,7 +251,7 @@ def _complete_given_splits(given: _BySplit, *, val_fraction: float, test_fractio
 
 def scan(
     root: str | os.PathLike[str], *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
-    min_classes: int = 2,
+    min_classes: int = 2, group_by: str | None = None,
 ) -> Manifest:
     """Find the images under ``root`` and split them into train/val/test.
 
@@ -271,6 +272,10 @@ def scan(
 
     ``min_classes=1`` accepts a single class (evaluating a model on new images of one kind).
 
+    ``group_by`` keeps images of one group (object, patient, session) in one split: ``"subfolder"``, a
+    CSV of ``path,group``, or a regular expression on the file name (:mod:`tlkit.data.groups`); the
+    groups are recorded in the manifest (``splits.json``).
+
     Raises:
         ConfigError: a fraction is outside [0, 1) or they add up to 1 or more.
         DataError: ``root`` is missing or not a folder, holds no images, only one class,
@@ -283,23 +288,25 @@ def scan(
         {'cat': 70, 'dog': 68}
     """
     return _scan(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=True,
-                 min_classes=min_classes)[0]
+                 min_classes=min_classes, group_by=group_by)[0]
 
 
 def scan_lenient(
     root: str | os.PathLike[str], *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+    group_by: str | None = None,
 ) -> tuple[Manifest, list[str]]:
     """:func:`scan` for :func:`~tlkit.data.check.check`: zero or one class and val/test-only classes are
     allowed (so they can be reported), and the empty class folders come back too.
 
     Still raises what :func:`scan` raises for bad fractions, a missing root and an ambiguous layout.
     """
-    return _scan(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=False)
+    return _scan(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=False,
+                 group_by=group_by)
 
 
 def _scan(
     root: str | os.PathLike[str], *, val_fraction: float, test_fraction: float, seed: int, strict: bool,
-    min_classes: int = 2,
+    min_classes: int = 2, group_by: str | None = None,
 ) -> tuple[Manifest, list[str]]:
     """:func:`scan`; with ``strict=False`` see :func:`scan_lenient`. Also returns the empty class folders."""
     _validate_fractions(val_fraction, test_fraction)
@@ -309,10 +316,15 @@ def _scan(
     except PermissionError as exc:
         raise DataError(f"cannot list {exc.filename or folder}: permission denied. Fix the permissions.") from exc
 
-    if found.layout == "class-folders":
-        by_split = _make_split(found.groups["all"], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    fractions = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    groups: dict[str, str] = {}
+    if group_by is not None:
+        by_split, groups = split_by_groups(found.layout, found.groups, group_rule(group_by, folder), **fractions)
+    elif found.layout == "class-folders":
+        by_split = _make_split(found.groups["all"], **fractions)
     else:
-        by_split = _complete_given_splits(found.groups, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        by_split = _complete_given_splits(found.groups, **fractions)
+    if found.layout != "class-folders":
         if strict:
             _refuse_classes_without_training_images(by_split, found.groups.get("train", {}), folder)
 
@@ -332,8 +344,11 @@ def _scan(
         seed=int(seed),
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
+        group_by=group_by,
+        groups=groups,
     )
     return manifest, found.empty_class_dirs
+
 
 
 def _dataset_folder(root: str | os.PathLike[str]) -> str:

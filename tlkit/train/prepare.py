@@ -82,7 +82,7 @@ def _list_files(files: list[str], limit: int = 10) -> str:
 def scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
     """Scan, split and check the data; nothing is written."""
     manifest = scan(cfg.data.path, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                    seed=cfg.seed)
+                    seed=cfg.seed, group_by=cfg.data.group_by)
     report = check(manifest)
     for problem in report.warnings:
         reporter.message(f"warning: {problem.message}")
