@@ -846,3 +846,23 @@ def test_files_deleted_before_resume_are_named_or_skipped(tmp_path: Path, make_c
     assert gone not in res.manifest.paths("train")[0]
     skipped = json.loads((Path(fast_kwargs["out"]) / "skipped.json").read_text())
     assert skipped == [{"path": gone, "reason": "missing"}]
+
+
+def test_a_stage_that_never_beats_the_probe_says_so_and_the_report_names_the_kept_weights(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.report.files
+
+    shown: dict = {}
+    monkeypatch.setattr(tlkit.report.files, "write_report", lambda result, out, **kw: shown.update(kw["extra"]))
+    recipe = {"name": "stuck", "stages": [{"kind": "probe", "epochs": 3, "lr": 0.05},
+                                          {"kind": "finetune", "unfreeze": 1, "epochs": 2, "lr": 1e-12}]}
+    reporter = Recorder()
+    res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", recipe, reporter)
+    assert any("kept the weights the stage started from" in m for m in reporter.messages), reporter.messages
+    kept = json.loads((res.run_dir / "model.json").read_text())["extra"]["kept"]
+    assert kept["stage"] == 1 and kept["stage_kind"] == "probe" and kept["not_beaten_by"] == "stage 2 (finetune)"
+    probe_epochs = [r for r in res.history if r["stage"] == 0]
+    best = max(probe_epochs, key=lambda r: -r["val_calibrated_loss"])
+    assert kept["epoch"] == best["epoch"] + 1 and kept["val_accuracy"] == best["val_accuracy"]
+    assert "stage 2 (finetune) never beat them" in shown["kept weights"] and "validation (last epoch)" not in shown
+    assert shown["validation (kept weights)"]["val_accuracy"] == round(best["val_accuracy"], 4)

@@ -61,3 +61,19 @@ def test_state_round_trip() -> None:
     empty = BestWeights("val_accuracy", 3, {"weight"})
     empty.load_state_dict(BestWeights("val_accuracy", 3, set()).state_dict())
     assert empty.weights is None  # stored as {} in a checkpoint, read back as "nothing kept"
+
+
+def test_it_says_which_weights_it_kept() -> None:
+    model = _model(1.0)
+    best = BestWeights("val_loss", None, {"weight"})
+    best.start_from(model, {"val_loss": 0.1, "train_loss": float("inf")})
+    best.update(model, {"epoch": 0, "val_loss": 0.5, "train_loss": 1})
+    assert best.kept() == "kept the weights the stage started from: no epoch beat them on val_loss (val_loss 0.1000)"
+    best.update(model, {"epoch": 1, "val_loss": 0.05, "train_loss": 1})
+    assert best.kept() == "kept epoch 2 (val_loss 0.0500)" and best.best_record["epoch"] == 1
+    again = BestWeights("val_loss", None, {"weight"})
+    again.load_state_dict(best.state_dict())
+    assert again.best_epoch == 1 and again.kept() == best.kept()
+    old = {"best_metric": 0.1, "best_state": {}, "bad_epochs": 0}  # a checkpoint from before this was recorded
+    again.load_state_dict(old)
+    assert again.best_epoch is None and again.kept() == "kept the last epoch"

@@ -89,7 +89,8 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, state: dict) -> TrainState:
-        selection = {k: state[k] for k in ("best_metric", "best_state", "bad_epochs")}
+        selection = {k: state[k] for k in ("best_metric", "best_state", "bad_epochs", "best_epoch", "best_record")
+                     if k in state}
         return cls(stage=int(state["stage"]), epoch=int(state["epoch"]), step=int(state["step"]),
                    stage_done=bool(state["stage_done"]), model=state["model"], optimizer=state["optimizer"],
                    scheduler=state["scheduler"], selection=selection, epochs=int(state.get("epochs", -1)),

@@ -46,7 +46,7 @@ class RunContext:
     clock: Callable[[], float] = time.perf_counter  # the time budget's clock
     history: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-    last_val: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)  # which stage and epoch the final weights come from, with their validation
     net: nn.Module | None = None  # what image stages train: the model, or the model in DDP
 
 

@@ -261,7 +261,7 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
     if ctx.dist.is_main:
-        model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings})
+        model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings, "kept": ctx.kept})
     evaluation = evaluate_test(ctx)
     timings["total_seconds"] = time.perf_counter() - t_start
     if evaluation is not None:
@@ -274,6 +274,17 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     return FinetuneResult(model, run_dir, cfg, ctx.manifest, ctx.history, evaluation, timings, rank=ctx.dist.rank)
 
 
+def _kept_text(kept: dict) -> str:
+    """``stage 2 (finetune), epoch 5``, or what a stage kept when no epoch beat its starting point."""
+    if not kept:
+        return "the last epoch"
+    where = (f"the weights stage {kept['stage']} ({kept['stage_kind']}) started from" if kept["epoch"] == "start"
+             else f"stage {kept['stage']} ({kept['stage_kind']}), epoch {kept['epoch']}")
+    if "not_beaten_by" in kept:
+        where += f"; {kept['not_beaten_by']} never beat them on validation, so its weights were not kept"
+    return where
+
+
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
     from tlkit.report.files import write_run_report
 
@@ -282,5 +293,7 @@ def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
                      extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
                             "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
                             "timings": {k: f"{v:.1f} s" for k, v in timings.items()},
-                            "validation (last epoch)": {k: round(v, 4) for k, v in ctx.last_val.items()},
+                            "kept weights": _kept_text(ctx.kept),
+                            "validation (kept weights)": {k: round(v, 4) for k, v in ctx.kept.items()
+                                                          if k.startswith("val_")},
                             "split": {s: len(v) for s, v in ctx.manifest.splits.items()}})

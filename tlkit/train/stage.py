@@ -139,6 +139,21 @@ def _state(ctx: RunContext, plan: StagePlan, epoch: int, *, done: bool) -> Train
                               history=[json.dumps(r) for r in ctx.history])
 
 
+def _say_what_was_kept(ctx: RunContext, plan: StagePlan, last: dict) -> None:
+    """The stage's end: which weights it keeps (an epoch, or the ones it started from), said and recorded."""
+    best = plan.selection
+    record = best.best_record or last
+    epoch = best.best_epoch if best.best_epoch is not None else last["epoch"]
+    if epoch != last["epoch"] or best.best_epoch == -1:  # only news when it is not the last epoch
+        ctx.reporter.message(f"  {best.kept()}")
+    if epoch == -1 and ctx.kept:  # the weights an earlier stage ended with stay, with their figures
+        ctx.kept = {**ctx.kept, "not_beaten_by": f"stage {plan.index + 1} ({plan.stage.kind})"}
+        return
+    ctx.kept = {"stage": plan.index + 1, "stage_kind": plan.stage.kind,
+                "epoch": "start" if epoch == -1 else epoch + 1,
+                **{k: v for k, v in record.items() if k.startswith("val_")}}
+
+
 def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainState | None = None) -> None:
     """Train one stage to its end (or early stop); the model ends with the stage's best weights."""
     plan = plan_stage(ctx, index, stage, resume)
@@ -159,12 +174,12 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         record = {"stage": index, "stage_kind": stage.kind, "epoch": epoch, "step": plan.step, "train_loss": loss,
                   "lr": plan.optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 4), **val}
         ctx.history.append(record)
-        ctx.last_val = val
         plan.selection.update(ctx.model, record)
         stop = plan.selection.should_stop
         done = stop or epoch == plan.current_epochs() - 1
         if done:
             plan.selection.restore(ctx.model)
+            _say_what_was_kept(ctx, plan, record)
         # From here on this epoch is kept: a Ctrl-C writes it if nothing else does.
         ctx.checkpointer.keep(_state(ctx, plan, epoch, done=done), due=done or epoch == plan.start_epoch)
         if ctx.dist.is_main:
