@@ -49,3 +49,13 @@ def test_folding_table_columns_fold() -> None:
     table = folding_table("a", "b", title="t")
     assert [c.header for c in table.columns] == ["a", "b"] and {c.overflow for c in table.columns} == {"fold"}
     assert table.title == "t"
+
+
+def test_version() -> None:
+    from typer.testing import CliRunner
+
+    from tlkit._version import __version__
+    from tlkit.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"tlkit {__version__}"

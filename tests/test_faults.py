@@ -81,6 +81,7 @@ def test_ctrl_c_in_a_real_process_exits_130_with_a_resume_hint(tiny_data, tmp_pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err and "Traceback" not in err
+    assert err.count("interrupted") == 1, err[-2000:]  # said once (the CLI's line), not by the run and the CLI
     state = load_checkpoint(checkpoint)  # the checkpoint on disk is whole
     assert state["format"] == "tlkit-checkpoint"
     # the final checkpoint holds every finished epoch, not just the last periodic save (epoch 1)

@@ -9,6 +9,8 @@ predict, explain, compare), and write through :mod:`tlkit.cli.output`.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from tlkit.cli.model_commands import backbones, summary
@@ -22,8 +24,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="tlkit: transfer learning for image classification on small domain datasets.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tlkit._version import __version__
+
+        out.print(f"tlkit {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _consoles() -> None:
+def _consoles(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print tlkit's version and exit.")] = False,
+) -> None:
     """tlkit: transfer learning for image classification on small domain datasets."""
     out.renew()  # set up again per command, for the streams of this invocation
     err.renew()

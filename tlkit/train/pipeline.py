@@ -220,7 +220,7 @@ def _train(ctx: RunContext) -> None:
                     f"Progress so far is in {ctx.run.checkpoint} (--resume)") from exc
     except KeyboardInterrupt:
         _save_interrupted(ctx)
-        ctx.reporter.message(f"interrupted: progress saved in {ctx.run.checkpoint}; continue with: "
+        ctx.reporter.message(f"progress saved in {ctx.run.checkpoint}; continue with: "
                              f"{resume_hint(ctx.cfg, ctx.run.path)}  (the run's options are read from its config.yaml)")
         raise
 
