@@ -316,7 +316,7 @@ def test_every_option_a_message_names_exists() -> None:
     import tlkit
 
     command = typer.main.get_command(app)
-    known = {opt for sub in command.commands.values() for param in sub.params
+    known = {opt for sub in [command, *command.commands.values()] for param in sub.params
              for opt in [*param.opts, *getattr(param, "secondary_opts", [])]}
     torchrun = {"--standalone", "--nnodes"}  # torchrun's own options, in the multi-GPU hints
     named: dict[str, set[str]] = {}

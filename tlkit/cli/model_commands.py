@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Optional
 
 import typer
 
-from tlkit.cli.output import folding_table, friendly, out
+from tlkit.cli.output import err, folding_table, friendly, out, write_stdout
 
 
 @friendly
 def backbones(
     filter: Annotated[Optional[str], typer.Argument(help="Show only names containing this text.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 40,
+    include_tests: Annotated[bool, typer.Option("--include-tests", help="Also list timm's tiny random test_* models.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """List backbones: source, parameters, feature size, input size, and where weights come from.
 
@@ -20,8 +23,16 @@ def backbones(
     """
     from tlkit.models.builder import list_backbones
 
+    rows = list_backbones(filter, limit=limit, include_tests=include_tests)
+    if not rows:
+        err.print(f"no backbone name contains {filter!r}: try a shorter part of the name, or run "
+                  "'tlkit backbones' for the popular ones", markup=False, highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        write_stdout((json.dumps(rows, indent=2) + "\n").encode("utf-8"))
+        return
     table = folding_table("name", "alias", "source", "params", "features", "input", "weights here")
-    for row in list_backbones(filter, limit=limit):
+    for row in rows:
         params = f"{row['params'] / 1e6:.1f}M" if row["params"] >= 0 else "?"
         table.add_row(row["name"], row["alias"], row["source"], params, str(row["feature_dim"]),
                       str(row["input_size"]), row["weights"])

@@ -74,10 +74,15 @@ def check_cmd(
 
 
 @friendly
-def recipes() -> None:
+def recipes(
+    as_json: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False,
+) -> None:
     """List the built-in recipes and what each is for."""
     from tlkit.config import DEFAULT_RECIPE, list_recipes, recipes_dir
 
+    if as_json:
+        out.print_json(json.dumps({"default": DEFAULT_RECIPE, "recipes": list_recipes()}))
+        return
     table = folding_table("recipe", "description", title=f"built-in recipes ({recipes_dir()})")
     for name, description in list_recipes().items():
         table.add_row(name + (" (default)" if name == DEFAULT_RECIPE else ""), description)

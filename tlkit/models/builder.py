@@ -137,10 +137,11 @@ def _used_parameter_count(bb: Backbone) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def list_backbones(filter: str | None = None, *, limit: int = 40) -> list[dict]:
-    """Rows for ``tlkit backbones``: the popular set, or every name containing ``filter``."""
+def list_backbones(filter: str | None = None, *, limit: int = 40, include_tests: bool = False) -> list[dict]:
+    """Rows for ``tlkit backbones``: the popular set, or every name containing ``filter``
+    (timm's ``test_*`` models only with ``include_tests``, see :func:`~tlkit.models.registry.matching_names`)."""
     rows = []
-    for n in matching_names(filter)[:limit]:
+    for n in matching_names(filter, include_tests=include_tests)[:limit]:
         try:
             row = describe_name(n)
         except Exception as exc:  # noqa: BLE001 - one odd model must not hide the rest of the list: its row says why

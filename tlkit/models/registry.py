@@ -131,13 +131,16 @@ def _unknown_message(raw: str, candidates: list[str]) -> str:
     return f"unknown backbone '{raw}'.{hint} 'tlkit backbones FILTER' lists the known names."
 
 
-def matching_names(filter: str | None = None) -> list[str]:
+def matching_names(filter: str | None = None, *, include_tests: bool = False) -> list[str]:
     """The names ``tlkit backbones`` lists: :data:`POPULAR` without a filter, else every alias,
-    torchvision and timm name containing ``filter`` (case-insensitive), in that order."""
+    torchvision and timm name containing ``filter`` (case-insensitive), in that order. timm's tiny
+    random ``test_*`` models (for tests, not for use) only with ``include_tests`` or a filter
+    that starts with ``test``."""
     if not filter:
         return list(POPULAR)
     key = filter.lower()
+    tests = include_tests or key.startswith("test")
     names = [a for a in ALIASES if key in a]
     names += [f"tv:{n}" for n in torchvision_names() if key in n.lower()]
-    names += [f"timm:{n}" for n in timm_names() if key in n.lower()]
+    names += [f"timm:{n}" for n in timm_names() if key in n.lower() and (tests or not n.startswith("test_"))]
     return names
