@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tlkit.diagnosis.command import doctor_command
 from tlkit.errors import TlkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -431,6 +432,9 @@ def compare(
     out.print(c.verdict, highlight=False)
     for warning in c.warnings:
         out.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+
+
+app.command("doctor")(_friendly(doctor_command))
 
 
 @app.command()
