@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realdata import FASHION_DIR, export_fashion  # noqa: E402
+from realdata import FASHION_CLASSES, FASHION_DIR, export_fashion  # noqa: E402
 
 WORK = Path("bench/_work")
 
@@ -213,6 +213,90 @@ GRID = [dict(min_thumbnail=t) for t in (0.99, 0.995, 0.996, 0.998)] + \
        [dict(min_cosine=c) for c in (0.9, 0.93, 0.97)] + [dict(min_thumbnail_with_cosine=t) for t in (0.0, 0.7)]
 
 
+# ------------------------------------------------------------------------------------ labels and outliers (dev set)
+
+def dev_set(out: Path, n: int = 1800) -> Path:
+    """Fashion-MNIST training images 42,000 to 42,000 + n (used by no measure run), in class folders,
+    plus six outliers in ``odd/``: white, black and grey frames, uniform noise, two photo tiles."""
+    marker = out / ".done"
+    if marker.is_file():
+        return out
+    xs, ys = _read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), _read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
+    for i in range(n):
+        folder = out / "clean" / FASHION_CLASSES[ys[42000 + i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(xs[42000 + i]).save(folder / f"q{i:04d}__original.png")
+    odd = out / "odd"
+    odd.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, value in (("white", 255), ("black", 0), ("grey", 128)):
+        Image.fromarray(np.full((28, 28), value, np.uint8)).save(odd / f"{name}.png")
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(odd / "noise.png")
+    tiles = photo_tiles()
+    for k in (3, 40):
+        tiles[k].resize((28, 28), Image.LANCZOS).save(odd / f"photo{k}.png")
+    marker.write_text("ok")
+    return out
+
+
+def calibrate_labels(args: argparse.Namespace) -> None:
+    """Recall of planted label flips in the top 2x planted, per way of ranking, on the dev set (3 seeds)."""
+
+    import tlkit
+    from tlkit.diagnosis import probes as probes_mod
+    from tlkit.diagnosis.features import gather
+    from tlkit.diagnosis.labels import rank_suspects
+    from tlkit.diagnosis.outliers import MIN_Z, score_outliers
+    from tlkit.models.backbones import build
+
+    root = dev_set(WORK / "doctor-dev")
+    backbone = build("efficientnet_lite0", offline=True)
+    table = gather(tlkit.scan(root / "clean", val_fraction=0, test_fraction=0), backbone,
+                   backbone.preprocessing.with_size(args.image_size), cache_dir=args.cache)
+    n, n_classes = len(table), len(table.classes)
+    rows = {}
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        flipped = rng.permutation(n)[: int(round(0.05 * n))]
+        labels = table.labels.copy()
+        labels[flipped] = (labels[flipped] + rng.integers(1, n_classes, len(flipped))) % n_classes
+        k = 2 * len(flipped)
+        for c in (0.1, 0.5, 2.0):
+            probes_mod.PROBE_C = c
+            out = probes_mod.probe_probabilities(table.features, labels, np.arange(n), n_classes, folds=5, seed=0)
+            for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+                for method in ("self-confidence", "confident-learning"):
+                    ranked = [s.row for s in rank_suspects(labels, out.blended(weight), method=method)][:k]
+                    rows.setdefault((c, weight, method), []).append(len(set(ranked) & set(flipped)) / len(flipped))
+            x = probes_mod.probe_inputs(table.features)
+            ranked = [s.row for s in rank_suspects(labels, probes_mod.fit_predict(x, labels, x, n_classes, 0),
+                                                   method="self-confidence")][:k]
+            rows.setdefault((c, "in-sample", "self-confidence"), []).append(len(set(ranked) & set(flipped)) / len(flipped))
+    probes_mod.PROBE_C = 0.5
+    lines = ["| probe C | kNN weight | ranking | recall of flips in top 2x planted (3 seeds) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c} | {w} | {m} | {np.mean(v):.3f} ({', '.join(f'{x:.2f}' for x in v)}) |" for (c, w, m), v in rows.items()]
+    # outliers: the six odd files, each given the label of a random Fashion class, among the clean images
+    both = gather(tlkit.scan(root, val_fraction=0, test_fraction=0), backbone,
+                  backbone.preprocessing.with_size(args.image_size), cache_dir=args.cache)
+    odd = np.array([rel.startswith("odd/") for rel in both.rels])
+    names = sorted({rel.split("/")[1] for rel in both.rels if rel.startswith("clean/")})
+    rng = np.random.default_rng(0)
+    labels = np.array([names.index(rel.split("/")[1]) if rel.startswith("clean/") else rng.integers(len(names))
+                       for rel in both.rels])
+    scores = {both.rels[o.row]: o for o in score_outliers(both.features, labels, len(names), both.contrast)}
+    clean_z = sorted((o.z for rel, o in scores.items() if not rel.startswith("odd/")), reverse=True)
+    listed = sum(o.z >= MIN_Z or o.reason == "blank" for rel, o in scores.items() if not rel.startswith("odd/"))
+    lines += ["", f"Outliers ({len(names)} classes, {int((~odd).sum())} clean images, 6 odd files each filed under a "
+              f"random class): robust z of the clean images, highest {', '.join(f'{v:.1f}' for v in clean_z[:5])} "
+              f"({listed} listed at z >= {MIN_Z:g}); odd files: "
+              + ", ".join(f"{Path(r).stem} z {o.z:.1f}{' (blank)' if o.reason == 'blank' else ''}"
+                          for r, o in sorted(scores.items()) if r.startswith("odd/"))]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text + "\n", encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------ planted problems
 
 def split_copy(source: Path, out: Path, seed: int = 0) -> Path:
@@ -274,7 +358,6 @@ def label_rankings(data: Path, args: argparse.Namespace) -> dict[str, list[str]]
     """Paths ranked most suspect first by each way of scoring, on the cached features (the doctor's own
     probes and folds): in-sample and out-of-fold self-confidence, confident learning on the linear probe
     alone, and the doctor's default (probe + kNN votes, confident learning)."""
-    import torch
 
     import tlkit
     from tlkit.diagnosis.duplicates import find_duplicates
@@ -296,7 +379,6 @@ def label_rankings(data: Path, args: argparse.Namespace) -> dict[str, list[str]]
             "self-confidence, out-of-fold probe + kNN": (probes.blended(KNN_WEIGHT), "self-confidence"),
             "confident learning, out-of-fold probe": (probes.blended(0.0), "confident-learning"),
             "confident learning, out-of-fold probe + kNN (doctor)": (probes.blended(KNN_WEIGHT), "confident-learning")}
-    del torch
     return {name: [table.rels[s.row] for s in rank_suspects(table.labels, probs, method=method)]
             for name, (probs, method) in ways.items()}
 
@@ -374,6 +456,10 @@ def main() -> None:
     cal.add_argument("--image-size", type=int, default=None)
     cal.add_argument("--cache", default=str(WORK / "doctor-cache"))
     cal.add_argument("--write", default=None, help="also write the tables to this file")
+    lab = sub.add_parser("calibrate-labels", help="label-flip rankings and outlier scores on a dev set of no benchmark")
+    lab.add_argument("--image-size", type=int, default=None)
+    lab.add_argument("--cache", default=str(WORK / "doctor-cache"))
+    lab.add_argument("--write", default=None)
     mea = sub.add_parser("measure", help="plant near-copies and label flips, run the doctor twice, score it")
     mea.add_argument("dataset", choices=["fashion", "digits"])
     mea.add_argument("--train-per-class", type=int, default=100)
@@ -387,6 +473,8 @@ def main() -> None:
     os.environ.setdefault("TLKIT_OFFLINE", "1")
     if args.command == "calibrate":
         calibrate(args)
+    elif args.command == "calibrate-labels":
+        calibrate_labels(args)
     else:
         measure(args)
 

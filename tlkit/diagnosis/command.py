@@ -68,9 +68,9 @@ def print_result(result: DoctorResult, out: Console, top: int) -> None:
             grid.add_row(f"{s.score:.3f}", txt(s.path), s.split, s.given, s.suggested, f"{s.confidence:.2f}")
         out.print(grid)
     if result.outliers:
-        grid = table("score", "z", "file", "label", "nearest class", title=f"outliers ({len(result.outliers)})")
+        grid = table("z", "file", "label", "nearest class", "why", title=f"outliers ({len(result.outliers)})")
         for o in result.outliers[:top]:
-            grid.add_row(f"{o.score:.3f}", f"{o.z:.1f}", txt(o.path), o.label, o.nearest_class)
+            grid.add_row(f"{o.z:.1f}", txt(o.path), o.label, o.nearest_class, o.reason)
         out.print(grid)
     print_curves(result, out)
     for warning in result.warnings:

@@ -13,15 +13,13 @@ from tlkit.console import Reporter, SilentReporter
 from tlkit.data import SPLITS, scan
 from tlkit.diagnosis.curves import FRACTIONS, learning_curves, overall_accuracy
 from tlkit.diagnosis.duplicates import DEFAULT_RULE, DuplicateRule, Pair, exact_groups, find_duplicates
-from tlkit.diagnosis.features import ImageTable, gather, unit_rows
+from tlkit.diagnosis.features import ImageTable, gather
 from tlkit.diagnosis.labels import rank_suspects
 from tlkit.diagnosis.outliers import MIN_Z, find_outliers
 from tlkit.diagnosis.probes import probe_probabilities
 from tlkit.diagnosis.result import DoctorResult, DuplicatePair, LearningCurve, Outlier, SuspectLabel
 from tlkit.errors import ConfigError, DataError
 
-#: suspects listed: every image confident learning flags, and every other one whose label is not the probes' first choice
-LIST_ABOVE = 0.5
 #: share of the kNN votes in the probabilities that rank suspect labels (the rest: the logistic probe)
 KNN_WEIGHT = 0.5
 #: largest set of mutual copies kept together in one fold
@@ -118,8 +116,9 @@ def diagnose_labels(table: ImageTable, groups: np.ndarray, *, folds: int, seed: 
                         f"{np.bincount(labels)[np.unique(labels)].min()} images, or copies leave few distinct pictures")
     probs = probes.blended(KNN_WEIGHT)
     suspects = []
+    top = probs.argmax(1)
     for s in rank_suspects(labels, probs, method=method):
-        if s.flagged or s.score > LIST_ABOVE:
+        if s.flagged or top[s.row] != s.given:  # listed: confident learning's picks and the probes' disagreements
             r = int(rows[s.row])
             suspects.append(SuspectLabel(table.rels[r], table.splits[r], table.classes[s.given],
                                          table.classes[s.suggested], s.score, s.confidence, s.flagged))
@@ -133,12 +132,12 @@ def diagnose_outliers(table: ImageTable, *, min_z: float) -> list[Outlier]:
     reps = np.array([g[0] for g in exact_groups(table)], dtype=np.int64)
     if len(reps) < 3:
         return []
-    unit = unit_rows(table.features[torch.from_numpy(reps)])
     found = []
-    for o in find_outliers(unit, table.labels[reps], len(table.classes), min_z=min_z):
+    for o in find_outliers(table.features[torch.from_numpy(reps)], table.labels[reps], len(table.classes),
+                           table.contrast[reps], min_z=min_z):
         r = int(reps[o.row])
         found.append(Outlier(table.rels[r], table.splits[r], table.classes[table.labels[r]], o.score, o.z,
-                             table.classes[o.nearest_class], o.fit))
+                             table.classes[o.nearest_class], o.reason))
     return found
 
 
@@ -150,7 +149,9 @@ def load_table(data: str | os.PathLike, *, backbone: str, pretrained: bool, weig
     from tlkit.models.backbones import build
 
     manifest = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_classes=1)
-    net = build(backbone, pretrained=pretrained, weights_file=weights_file, offline=offline)
+    with torch.random.fork_rng(devices=[]):  # random weights (pretrained=False) are seeded: the same on every call
+        torch.manual_seed(seed)
+        net = build(backbone, pretrained=pretrained, weights_file=weights_file, offline=offline)
     preprocessing = net.preprocessing.with_size(image_size)
     reporter.message(f"doctor: {sum(len(v) for v in manifest.splits.values())} images, {len(manifest.classes)} classes; "
                      f"backbone {net.name} ({net.weights_source}) at {preprocessing.input_size}px")
@@ -168,7 +169,7 @@ def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", ima
            cache_dir: str | os.PathLike | None = None, folds: int = 5, seed: int = 0, offline: bool | None = None,
            device: str = "cpu", reporter: Reporter | None = None, pretrained: bool = True, weights_file: str | None = None,
            val_fraction: float = 0.15, test_fraction: float = 0.15, batch_size: int = 64, workers: int = 0,
-           duplicate_rule: DuplicateRule = DEFAULT_RULE, label_method: str = "confident-learning",
+           duplicate_rule: DuplicateRule = DEFAULT_RULE, label_method: str = "self-confidence",
            outlier_z: float = MIN_Z) -> DoctorResult:
     """Diagnose the dataset in ``data`` (class folders or train/val/test folders) without changing it.
 

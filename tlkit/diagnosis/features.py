@@ -34,7 +34,8 @@ class ImageTable:
     content_ids: list[str]  # BLAKE2b of the bytes
     pixel_digests: list[str]  # BLAKE2b of the decoded RGB pixels
     phash_bits: np.ndarray  # N x 64 booleans
-    thumbnails: np.ndarray  # N x 256 grey thumbnails, mean 0 and length 1: dot products are correlations
+    thumbnails: np.ndarray  # N x 1024 grey thumbnails, mean 0 and length 1: dot products are correlations
+    contrast: np.ndarray  # standard deviation of each thumbnail's grey levels (0-255)
     features: torch.Tensor  # N x D pooled backbone features (float32)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     messages: list[str] = field(default_factory=list)
@@ -101,6 +102,7 @@ def gather(manifest: Manifest, backbone: Backbone, preprocessing: Preprocessing,
         pixel_digests=hashes.pixel_digests,
         phash_bits=hashes.bits(),
         thumbnails=hashes.thumbnail_rows(),
+        contrast=hashes.contrast(),
         features=features.reshape(len(keep), -1) if keep else torch.zeros(0, dim),
         unreadable=[(samples[i][0], reason) for i, reason in hashes.unreadable],
         messages=messages,

@@ -65,8 +65,8 @@ def write_doctor_report(result: DoctorResult, out: str | os.PathLike) -> list[Pa
                                      "label_b", "finding", "severity"],
                                     [[*p.paths, p.kind, f"{p.similarity:.4f}", p.hamming, *p.splits, *p.labels, p.finding,
                                       p.severity] for p in result.near_duplicates]),
-        "outliers.csv": csv_bytes(["path", "split", "label", "score", "z", "nearest_class", "fit"],
-                                  [[o.path, o.split, o.label, f"{o.score:.4f}", f"{o.z:.2f}", o.nearest_class, f"{o.fit:.4f}"]
+        "outliers.csv": csv_bytes(["path", "split", "label", "score", "z", "nearest_class", "reason"],
+                                  [[o.path, o.split, o.label, f"{o.score:.3f}", f"{o.z:.2f}", o.nearest_class, o.reason]
                                    for o in result.outliers]),
         "learning_curves.csv": csv_bytes(["class", "images", *(f"recall_at_{int(f * 100)}pct" for f in result.curve_fractions),
                                           "slope_per_doubling", "would_gain"],

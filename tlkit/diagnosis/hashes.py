@@ -62,6 +62,12 @@ class FileHashes:
             return np.zeros((0, HASH_BITS), dtype=bool)
         return np.unpackbits(self._matrix()[:, _PIX:_PIX + _PH], axis=1).astype(bool)
 
+    def contrast(self) -> np.ndarray:
+        """Standard deviation of each thumbnail's grey levels (0-255): near 0 for a blank frame."""
+        if not self.rows:
+            return np.zeros(0, dtype=np.float32)
+        return self._matrix()[:, _PIX + _PH:].astype(np.float32).std(1)
+
     def thumbnail_rows(self) -> np.ndarray:
         """The thumbnails as ``N x 1024`` float32 rows, each less its mean and scaled to length 1 (a flat one is all zero)."""
         if not self.rows:

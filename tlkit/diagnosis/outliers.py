@@ -1,11 +1,18 @@
-"""Outliers: images far from every class in feature space (a wrong file, a blank frame, a stray scan).
+"""Outliers: images far from every class in feature space (a wrong file, a stray scan), and blank frames.
 
-For every distinct picture (exact copies count once) and every class, the *fit* is the mean cosine
-similarity of its :data:`NEIGHBOURS` most similar images of that class (itself left out), on the
-centred, length-1 features. The outlier score is ``1 - best fit``: an image that fits no class
-well, whatever its given label, scores high. Images are listed when their score is far above the
-dataset's own: ``robust z = (score - median) / (1.4826 * MAD) >= MIN_Z`` (MAD: the median absolute
-deviation), so the bar follows how spread the data are, not an absolute similarity.
+* **far from every class**: the *score* of an image is its Mahalanobis distance to the nearest
+  class mean, in the probes' principal-component space (:func:`tlkit.diagnosis.probes.probe_inputs`)
+  with one within-class covariance shared by all classes (Ledoit-Wolf shrinkage, so a few images or
+  many dimensions do not break it); an image's own class mean leaves the image out. Whatever its
+  given label, an image that fits no class scores high. It is listed when the score is far above
+  this dataset's own: ``robust z = (score - median) / (1.4826 * MAD) >= MIN_Z``. A class mean
+  hardly moves for a handful of odd images, so a few similar ones (three copies of a wrong file)
+  do not hide each other, as they would from a nearest-neighbour score.
+* **blank**: a grey thumbnail (32x32, blurred) whose pixels vary by less than :data:`BLANK_CONTRAST`
+  grey levels (standard deviation): an empty, black, white or uniform frame. Listed whatever its features.
+
+``bench/doctor.py calibrate-labels`` scores planted odd files (photos, noise, blank frames) among
+Fashion-MNIST images of no benchmark folder; see ``bench/REALDATA.md``.
 """
 
 from __future__ import annotations
@@ -15,40 +22,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: neighbours per class that make an image's fit to the class
-NEIGHBOURS = 5
-#: robust z-score of the outlier score from which an image is listed
-MIN_Z = 6.0
+#: robust z-score of the distance to the nearest class from which an image is listed
+MIN_Z = 8.0
+#: standard deviation (grey levels, 0-255) of the thumbnail under which an image is a blank frame
+BLANK_CONTRAST = 2.0
+#: principal components the distances are measured in
+OUTLIER_DIM = 64
 
 
 @dataclass(frozen=True)
 class OutlierScore:
-    """One image's outlier score, its robust z-score and the class it fits best."""
+    """One image's distance to the nearest class, its robust z-score, that class, and why it is listed."""
 
     row: int
     score: float
     z: float
     nearest_class: int
-    fit: float
-
-
-def class_fits(unit: torch.Tensor, labels: np.ndarray, n_classes: int, *, k: int = NEIGHBOURS,
-               block: int = 1024) -> np.ndarray:
-    """``N x n_classes``: mean cosine of each row's ``k`` most similar rows of each class (itself excluded)."""
-    n = len(unit)
-    fits = np.full((n, n_classes), -1.0)
-    members = {c: torch.from_numpy(np.flatnonzero(labels == c)) for c in range(n_classes)}
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        sims = unit[start:stop] @ unit.T
-        sims[torch.arange(stop - start), torch.arange(start, stop)] = -2.0  # never its own neighbour
-        for c, cols in members.items():
-            if len(cols) == 0:
-                continue
-            kk = max(1, min(k, len(cols) - 1))
-            top = sims[:, cols].topk(kk, dim=1).values
-            fits[start:stop, c] = top.clamp_min(-1.0).mean(1).numpy()
-    return fits
+    reason: str  # "far from every class" | "blank"
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -60,20 +50,50 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / spread
 
 
-def score_outliers(unit: torch.Tensor, labels: np.ndarray, n_classes: int, *, k: int = NEIGHBOURS) -> list[OutlierScore]:
-    """Every row's outlier score, highest first (ties by row)."""
-    if len(unit) < 3:
+def class_distances(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``N x n_classes`` Mahalanobis distances to each class mean (own class: the mean of the others;
+    classes of one image: infinite), with a shared, shrunk within-class covariance."""
+    from sklearn.covariance import LedoitWolf
+
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    sums = np.zeros((n_classes, x.shape[1]))
+    np.add.at(sums, labels, x)
+    means = sums / np.maximum(counts, 1)[:, None]
+    precision = LedoitWolf().fit(x - means[labels]).precision_
+    out = np.full((len(x), n_classes), np.inf)
+    for c in range(n_classes):
+        if counts[c] == 0:
+            continue
+        diff = x - means[c]
+        mine = labels == c
+        if counts[c] > 1:  # leave each image out of its own class mean
+            diff[mine] = x[mine] - (sums[c] - x[mine]) / (counts[c] - 1)
+        else:
+            diff[mine] = np.nan
+        out[:, c] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, precision, diff), 0.0))
+    return np.nan_to_num(out, nan=np.inf)
+
+
+def score_outliers(features: torch.Tensor, labels: np.ndarray, n_classes: int, contrast: np.ndarray) -> list[OutlierScore]:
+    """Every row's distance to its nearest class and robust z-score, highest first (ties by row)."""
+    from tlkit.diagnosis.probes import probe_inputs
+
+    if len(features) < 3:
         return []
-    fits = class_fits(unit, labels, n_classes, k=k)
-    best = fits.argmax(1)
-    score = 1.0 - fits.max(1)
+    distances = class_distances(probe_inputs(features, OUTLIER_DIM).astype(np.float64), labels, n_classes)
+    nearest = distances.argmin(1)
+    score = distances[np.arange(len(labels)), nearest]
+    finite = np.isfinite(score)
+    score = np.where(finite, score, np.max(score[finite], initial=0.0))
     z = robust_z(score)
     order = np.lexsort((np.arange(len(score)), -score))
-    return [OutlierScore(int(i), round(float(score[i]), 4), round(float(z[i]), 2), int(best[i]),
-                         round(float(fits[i, best[i]]), 4)) for i in order]
+    return [OutlierScore(int(i), round(float(score[i]), 3), round(float(z[i]), 2), int(nearest[i]),
+                         "blank" if contrast[i] < BLANK_CONTRAST else "far from every class") for i in order]
 
 
-def find_outliers(unit: torch.Tensor, labels: np.ndarray, n_classes: int, *, min_z: float = MIN_Z,
-                  k: int = NEIGHBOURS) -> list[OutlierScore]:
-    """The rows whose robust z-score reaches ``min_z``, highest score first."""
-    return [o for o in score_outliers(unit, labels, n_classes, k=k) if o.z >= min_z]
+def find_outliers(features: torch.Tensor, labels: np.ndarray, n_classes: int, contrast: np.ndarray, *,
+                  min_z: float = MIN_Z) -> list[OutlierScore]:
+    """Blank frames and rows whose robust z-score reaches ``min_z``: blank ones first, then by score."""
+    scores = score_outliers(features, labels, n_classes, contrast)
+    listed = [o for o in scores if o.reason == "blank" or o.z >= min_z]
+    return sorted(listed, key=lambda o: o.reason != "blank")

@@ -67,14 +67,14 @@ class Outlier:
     path: str
     split: str
     label: str
-    score: float  # 1 - mean cosine to its nearest images of the class it fits best
+    score: float  # Mahalanobis distance to the nearest class mean (within-class spread as the unit)
     z: float  # robust z-score of the score within this dataset
     nearest_class: str
-    fit: float
+    reason: str  # "far from every class" | "blank"
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "split": self.split, "label": self.label, "score": self.score, "z": self.z,
-                "nearest_class": self.nearest_class, "fit": self.fit}
+                "nearest_class": self.nearest_class, "reason": self.reason}
 
 
 @dataclass(frozen=True)
