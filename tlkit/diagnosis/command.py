@@ -103,6 +103,7 @@ def doctor_command(
     top: Annotated[int, typer.Option(help="Rows per table in the terminal.")] = 20,
     offline: Annotated[bool, typer.Option(help="Never download weights (also TLKIT_OFFLINE=1).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
+    weights: Annotated[Optional[Path], typer.Option(help="Pretrained weights file (.safetensors/.pth) for the backbone.")] = None,
     pretrained: Annotated[bool, typer.Option(help="Pretrained weights (--no-pretrained: random, for tests only).")] = True,
 ) -> None:
     """Find what is wrong with a dataset: near-duplicates and leakage, suspect labels, outliers, what to collect next.
@@ -113,13 +114,17 @@ def doctor_command(
     from tlkit._io import json_bytes
     from tlkit.console import RichReporter
     from tlkit.diagnosis import doctor, write_doctor_report
+    from tlkit.diagnosis.files import check_out_dir
     from tlkit.errors import ConfigError
 
     if top < 0:
         raise ConfigError(f"--top must be 0 or more, got {top}")
+    if out_dir is not None:
+        check_out_dir(out_dir, data)  # refused before the work, not after
     out, err = console(), console(stderr=True)
     result = doctor(data, backbone=backbone, image_size=image_size, cache_dir=cache_dir, folds=folds, seed=seed,
-                    offline=True if offline else None, device=device, reporter=RichReporter(err), pretrained=pretrained)
+                    offline=True if offline else None, device=device, reporter=RichReporter(err), pretrained=pretrained,
+                    weights_file=str(weights) if weights else None)
     written = write_doctor_report(result, out_dir) if out_dir is not None else []
     if as_json:
         write_stdout(json_bytes(result.to_dict()) + b"\n")

@@ -108,11 +108,17 @@ def signed_bits(bits: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(bits.astype(np.float32) * 2 - 1)
 
 
+#: similarity values held at once per matrix (a block of rows against the rest): 32M floats, 128 MB
+BLOCK_ELEMENTS = 1 << 25
+
+
 def near_candidates(unit: torch.Tensor, bits: torch.Tensor, thumbs: torch.Tensor, rule: DuplicateRule,
-                    block: int = 1024) -> list[tuple[int, int, float, int]]:
-    """``(i, j, cosine, hamming)`` with ``i < j`` for every pair the rule accepts, block by block."""
+                    block: int | None = None) -> list[tuple[int, int, float, int]]:
+    """``(i, j, cosine, hamming)`` with ``i < j`` for every pair the rule accepts, block by block
+    (``block`` rows at a time; default: as many as keep each matrix under BLOCK_ELEMENTS values)."""
     found: list[tuple[int, int, float, int]] = []
     n = len(unit)
+    block = block or max(16, min(1024, BLOCK_ELEMENTS // max(n, 1)))
     for start in range(0, n, block):
         stop = min(n, start + block)
         cos = unit[start:stop] @ unit[start:].T  # this block against itself and every later row
@@ -126,7 +132,7 @@ def near_candidates(unit: torch.Tensor, bits: torch.Tensor, thumbs: torch.Tensor
     return found
 
 
-def find_duplicates(table: ImageTable, rule: DuplicateRule = DEFAULT_RULE, *, block: int = 1024) -> list[Pair]:
+def find_duplicates(table: ImageTable, rule: DuplicateRule = DEFAULT_RULE, *, block: int | None = None) -> list[Pair]:
     """Every exact copy (paired with its group's first row) and every near-copy pair, sorted by rows."""
     groups = exact_groups(table)
     pairs = []

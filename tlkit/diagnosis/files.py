@@ -44,20 +44,18 @@ def learning_curve_png(result: DoctorResult) -> bytes:
     return buffer.getvalue()
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+def check_out_dir(out: str | os.PathLike, data: str | os.PathLike) -> None:
+    """ConfigError when ``out`` is the data folder or inside it: the doctor never writes into the data."""
+    folder, root = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
+    if folder == root or root in folder.parents:
+        raise ConfigError(f"--out {out} is inside the data folder {root}; the doctor never writes into the data: "
+                          "choose a folder outside it")
 
 
 def write_doctor_report(result: DoctorResult, out: str | os.PathLike) -> list[Path]:
     """Write the findings into ``out`` (created; never inside the data folder) and return the files written."""
+    check_out_dir(out, result.root)
     folder = Path(out)
-    if _inside(folder, Path(result.root)):
-        raise ConfigError(f"--out {folder} is inside the data folder {result.root}; the doctor never writes into "
-                          "the data: choose a folder outside it")
     files = {
         "doctor.json": json_bytes(result.to_dict()) + b"\n",
         "relabel.csv": csv_bytes(HEADER, relabel_rows(result)),

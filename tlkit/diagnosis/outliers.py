@@ -5,7 +5,8 @@
   with one within-class covariance shared by all classes (Ledoit-Wolf shrinkage, so a few images or
   many dimensions do not break it); an image's own class mean leaves the image out. Whatever its
   given label, an image that fits no class scores high. It is listed when the score is far above
-  this dataset's own: ``robust z = (score - median) / (1.4826 * MAD) >= MIN_Z``. A class mean
+  this dataset's own: ``robust z = (score - median) / (1.4826 * MAD) >= MIN_Z``, at most the top
+  :data:`MAX_SHARE` of the images (at least :data:`MIN_LISTED`). A class mean
   hardly moves for a handful of odd images, so a few similar ones (three copies of a wrong file)
   do not hide each other, as they would from a nearest-neighbour score.
 * **blank**: a grey thumbnail (32x32, blurred) whose pixels vary by less than :data:`BLANK_CONTRAST`
@@ -24,6 +25,10 @@ import torch
 
 #: robust z-score of the distance to the nearest class from which an image is listed
 MIN_Z = 8.0
+#: at most this share of the images (and at least MIN_LISTED) is listed as far from every class: a review
+#: list, the most extreme first (heavy-tailed data, such as scikit-learn's 8x8 digits, reach z 8 often)
+MAX_SHARE = 0.01
+MIN_LISTED = 5
 #: standard deviation (grey levels, 0-255) of the thumbnail under which an image is a blank frame
 BLANK_CONTRAST = 2.0
 #: principal components the distances are measured in
@@ -93,7 +98,9 @@ def score_outliers(features: torch.Tensor, labels: np.ndarray, n_classes: int, c
 
 def find_outliers(features: torch.Tensor, labels: np.ndarray, n_classes: int, contrast: np.ndarray, *,
                   min_z: float = MIN_Z) -> list[OutlierScore]:
-    """Blank frames and rows whose robust z-score reaches ``min_z``: blank ones first, then by score."""
+    """Blank frames, and the rows whose robust z-score reaches ``min_z`` (at most the top MAX_SHARE of
+    the rows, at least MIN_LISTED): blank ones first, then by score."""
     scores = score_outliers(features, labels, n_classes, contrast)
-    listed = [o for o in scores if o.reason == "blank" or o.z >= min_z]
-    return sorted(listed, key=lambda o: o.reason != "blank")
+    cap = max(MIN_LISTED, int(np.ceil(MAX_SHARE * len(scores))))
+    far = [o for o in scores if o.reason != "blank" and o.z >= min_z][:cap]
+    return [o for o in scores if o.reason == "blank"] + far
