@@ -357,7 +357,7 @@ def recall_at(ranked: list[str], flips: dict, k: int) -> float:
 def label_rankings(data: Path, args: argparse.Namespace) -> dict[str, list[str]]:
     """Paths ranked most suspect first by each way of scoring, on the cached features (the doctor's own
     probes and folds): in-sample and out-of-fold self-confidence, confident learning on the linear probe
-    alone, and the doctor's default (probe + kNN votes, confident learning)."""
+    and probe + kNN votes (the doctor's default: self-confidence on those)."""
 
     import tlkit
     from tlkit.diagnosis.duplicates import find_duplicates
@@ -376,9 +376,9 @@ def label_rankings(data: Path, args: argparse.Namespace) -> dict[str, list[str]]
     in_sample = fit_predict(x, table.labels, x, n_classes, 0)
     ways = {"self-confidence, in-sample probe": (in_sample, "self-confidence"),
             "self-confidence, out-of-fold probe": (probes.blended(0.0), "self-confidence"),
-            "self-confidence, out-of-fold probe + kNN": (probes.blended(KNN_WEIGHT), "self-confidence"),
+            "self-confidence, out-of-fold probe + kNN (the doctor's ranking)": (probes.blended(KNN_WEIGHT), "self-confidence"),
             "confident learning, out-of-fold probe": (probes.blended(0.0), "confident-learning"),
-            "confident learning, out-of-fold probe + kNN (doctor)": (probes.blended(KNN_WEIGHT), "confident-learning")}
+            "confident learning, out-of-fold probe + kNN": (probes.blended(KNN_WEIGHT), "confident-learning")}
     return {name: [table.rels[s.row] for s in rank_suspects(table.labels, probs, method=method)]
             for name, (probs, method) in ways.items()}
 
