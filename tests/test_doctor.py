@@ -305,3 +305,17 @@ def test_jpeg_bytes_round_trip_helper_is_a_real_jpeg(tmp_path: Path) -> None:
     near_copy(source, tmp_path / "c.jpg")
     with Image.open(io.BytesIO((tmp_path / "c.jpg").read_bytes())) as image:
         assert image.format == "JPEG" and image.size == (61, 61)
+
+
+def test_public_names_and_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    assert tlkit.doctor is tlkit.diagnosis.doctor and tlkit.DoctorResult.__name__ == "DoctorResult"
+    data = smooth_dataset(tmp_path / "data", n=5)
+    odd = os.path.join(os.fsencode(data / "red"), "caf\xe9.png".encode("latin-1"))
+    shutil.copyfile(data / "red" / "s_00.png", odd)  # an exact copy under a Latin-1 name
+    res = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(tmp_path / "cache"), "--json"])
+    assert res.exit_code == 0, res.output
+    pairs = json.loads(res.stdout_bytes.decode("utf-8"))["near_duplicates"]
+    names = {os.fsencode(p) for pair in pairs for p in pair["paths"]}
+    assert os.path.relpath(odd, os.fsencode(data)) in names
+    table = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(tmp_path / "cache")])
+    assert table.exit_code == 0 and "caf\\xe9.png" in table.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from tlkit.data import SPLITS, scan
 from tlkit.diagnosis.curves import FRACTIONS, learning_curves, overall_accuracy
 from tlkit.diagnosis.duplicates import DEFAULT_RULE, DuplicateRule, Pair, exact_groups, find_duplicates
 from tlkit.diagnosis.features import ImageTable, gather
-from tlkit.diagnosis.labels import rank_suspects
+from tlkit.diagnosis.labels import METHODS, rank_suspects
 from tlkit.diagnosis.outliers import MIN_Z, find_outliers
 from tlkit.diagnosis.probes import probe_probabilities
 from tlkit.diagnosis.result import DoctorResult, DuplicatePair, LearningCurve, Outlier, SuspectLabel
@@ -39,11 +38,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_options(folds: int, image_size: int | None, test_fraction: float, val_fraction: float) -> None:
+def check_options(folds: int, image_size: int | None, test_fraction: float, val_fraction: float, label_method: str) -> None:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ConfigError(f"--folds must be a whole number of at least 2, got {folds!r}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
         raise ConfigError(f"--image-size must be a whole number of pixels, at least 8, got {image_size!r}")
+    if label_method not in METHODS:
+        raise ConfigError(f"label_method must be one of {', '.join(METHODS)}, got {label_method!r}")
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0 <= value < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
@@ -144,8 +145,9 @@ def diagnose_outliers(table: ImageTable, *, min_z: float) -> list[Outlier]:
 def load_table(data: str | os.PathLike, *, backbone: str, pretrained: bool, weights_file: str | None,
                image_size: int | None, cache_dir: str | os.PathLike | None, offline: bool | None, device: torch.device,
                seed: int, val_fraction: float, test_fraction: float, batch_size: int, workers: int,
-               reporter: Reporter) -> tuple[ImageTable, str, int]:
-    """Scan (one class allowed), build the backbone, and hash + embed every image."""
+               reporter: Reporter) -> tuple[ImageTable, str, int, dict[str, dict[str, int]]]:
+    """Scan (one class allowed), build the backbone, and hash + embed every image; also the backbone's
+    name, the input size and the images per split and class."""
     from tlkit.models.backbones import build
 
     manifest = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_classes=1)
@@ -157,12 +159,7 @@ def load_table(data: str | os.PathLike, *, backbone: str, pretrained: bool, weig
                      f"backbone {net.name} ({net.weights_source}) at {preprocessing.input_size}px")
     table = gather(manifest, net, preprocessing, cache_dir=cache_dir, device=device, batch_size=batch_size,
                    workers=workers, reporter=reporter)
-    counts = {s: {c: 0 for c in manifest.classes} for s in SPLITS}
-    for split in SPLITS:
-        for _, label in manifest.splits.get(split, []):
-            counts[split][manifest.classes[label]] += 1
-    table.timings["counts"] = counts  # type: ignore[assignment]
-    return table, net.name, preprocessing.input_size
+    return table, net.name, preprocessing.input_size, {split: manifest.counts(split) for split in SPLITS}
 
 
 def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", image_size: int | None = None,
@@ -182,15 +179,14 @@ def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", ima
     (no weights and ``offline``); anything else the doctor can still work around is a warning in
     the result.
     """
-    check_options(folds, image_size, test_fraction, val_fraction)
+    check_options(folds, image_size, test_fraction, val_fraction, label_method)
     reporter = reporter or SilentReporter()
     dev = resolve_device(device)
     start = time.perf_counter()
-    table, net_name, size = load_table(data, backbone=backbone, pretrained=pretrained, weights_file=weights_file,
+    table, net_name, size, counts = load_table(data, backbone=backbone, pretrained=pretrained, weights_file=weights_file,
                                        image_size=image_size, cache_dir=cache_dir, offline=offline, device=dev, seed=seed,
                                        val_fraction=val_fraction, test_fraction=test_fraction, batch_size=batch_size,
                                        workers=workers, reporter=reporter)
-    counts = table.timings.pop("counts")
     warnings = [f"unreadable, left out: {rel}: {reason}" for rel, reason in table.unreadable] + list(table.messages)
     if len(table) == 0:
         raise DataError(f"no readable image in {table.root}: every file failed to decode "
@@ -212,14 +208,3 @@ def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", ima
                         curve_fractions=FRACTIONS if curves else (), curve_accuracy=accuracy,
                         unreadable=[{"path": rel, "reason": reason} for rel, reason in table.unreadable],
                         warnings=warnings, settings=settings, timings=timings)
-
-
-def relative_to(root: str | os.PathLike, path: str | os.PathLike) -> str:
-    """``path`` relative to ``root`` with ``/`` separators (absolute paths inside ``root``; others as given)."""
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            return p.relative_to(Path(root)).as_posix()
-        except ValueError:
-            return p.as_posix()
-    return p.as_posix()
