@@ -16,8 +16,8 @@ Modules: :mod:`~tlkit.diagnosis.features` (hashes + features of a manifest),
 :mod:`~tlkit.diagnosis.result` (the typed result), :mod:`~tlkit.diagnosis.relabel` (relabel.csv),
 :mod:`~tlkit.diagnosis.files` (writing the report), :mod:`~tlkit.diagnosis.command` (the CLI).
 
-The names below load lazily (PEP 562), so ``tlkit doctor --help`` and the rest of the CLI, which
-import :mod:`tlkit.diagnosis.command`, do not load torch.
+The names below load lazily (PEP 562), so the CLI, which imports :mod:`tlkit.diagnosis.command`
+to register ``tlkit doctor``, starts without loading torch.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def learning_curve_png(result: DoctorResult) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7.5, 4.8), dpi=110)
+    figure = Figure(figsize=(8, 4.8), dpi=110)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     for curve in result.learning_curves:
@@ -38,9 +38,9 @@ def learning_curve_png(result: DoctorResult) -> bytes:
     axes.set_title("learning curves (solid: would gain from more images)")
     axes.grid(True, alpha=0.3)
     if result.learning_curves:
-        axes.legend(fontsize=7, loc="lower right", ncol=2 if len(result.learning_curves) > 8 else 1)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
 
 
