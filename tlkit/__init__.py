@@ -41,6 +41,9 @@ _PUBLIC = {
     "compare": "tlkit.evaluation.comparison:compare",
     "Comparison": "tlkit.evaluation.comparison:Comparison",
     "demo": "tlkit._demo:demo",
+    "doctor": "tlkit.diagnosis:doctor",
+    "DoctorResult": "tlkit.diagnosis:DoctorResult",
+    "apply_relabel": "tlkit.diagnosis:apply_relabel",
 }
 
 

@@ -1,0 +1,53 @@
+"""The data doctor: what is wrong with a dataset before any training, found on cached backbone features.
+
+:func:`doctor` finds exact and near duplicates (leakage across splits, copies in one split, the
+same picture in two classes), suspect labels (out-of-fold probes and confident learning), outliers
+(images far from every class) and per-class learning curves (which classes would gain from more
+images). It never writes into the data folder; features and hashes go to the feature cache.
+
+>>> result = doctor("data/leaves")                       # doctest: +SKIP
+>>> [p.paths for p in result.leaks]                      # doctest: +SKIP
+>>> write_doctor_report(result, "doctor-out")            # doctest: +SKIP  (relabel.csv, doctor.json, plots)
+>>> manifest, applied = apply_relabel(scan("data/leaves"), "doctor-out/relabel.csv")  # doctest: +SKIP
+
+Modules: :mod:`~tlkit.diagnosis.features` (hashes + features of a manifest),
+:mod:`~tlkit.diagnosis.duplicates`, :mod:`~tlkit.diagnosis.probes` (out-of-fold probes),
+:mod:`~tlkit.diagnosis.labels`, :mod:`~tlkit.diagnosis.outliers`, :mod:`~tlkit.diagnosis.curves`,
+:mod:`~tlkit.diagnosis.result` (the typed result), :mod:`~tlkit.diagnosis.relabel` (relabel.csv),
+:mod:`~tlkit.diagnosis.files` (writing the report), :mod:`~tlkit.diagnosis.command` (the CLI).
+
+The names below load lazily (PEP 562), so the CLI, which imports :mod:`tlkit.diagnosis.command`
+to register ``tlkit doctor``, starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: public name -> "module:attribute"
+_PUBLIC = {
+    "doctor": "tlkit.diagnosis.examine:doctor",
+    "write_doctor_report": "tlkit.diagnosis.files:write_doctor_report",
+    "apply_relabel": "tlkit.diagnosis.relabel:apply_relabel",
+    "read_relabel": "tlkit.diagnosis.relabel:read_relabel",
+    "RelabelApplied": "tlkit.diagnosis.relabel:RelabelApplied",
+    "DoctorResult": "tlkit.diagnosis.result:DoctorResult",
+    "DuplicatePair": "tlkit.diagnosis.result:DuplicatePair",
+    "SuspectLabel": "tlkit.diagnosis.result:SuspectLabel",
+    "Outlier": "tlkit.diagnosis.result:Outlier",
+    "LearningCurve": "tlkit.diagnosis.result:LearningCurve",
+}
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tlkit.diagnosis' has no attribute {name!r}")
+    module, _, attr = _PUBLIC[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+__all__ = sorted(_PUBLIC)

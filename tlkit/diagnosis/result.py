@@ -1,0 +1,142 @@
+"""What ``tlkit.doctor`` returns: typed findings, each with ``to_dict()`` for the JSON output.
+
+Paths are relative to the data folder (``DoctorResult.root``, absolute), with ``/`` separators,
+as the user would type them from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    """Two files showing the same picture. Across splits it is leakage, across classes a label conflict."""
+
+    paths: tuple[str, str]
+    kind: str  # "exact" (same bytes or same pixels) | "near" (resized, re-encoded, cropped, brightened ...)
+    similarity: float  # cosine similarity of the centred backbone features; 1.0 for exact copies
+    hamming: int  # bits that differ between the 64-bit perceptual hashes
+    splits: tuple[str, str]
+    labels: tuple[str, str]
+
+    @property
+    def leak(self) -> bool:
+        return self.splits[0] != self.splits[1]
+
+    @property
+    def conflict(self) -> bool:
+        return self.labels[0] != self.labels[1]
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.leak or self.conflict else "warning"
+
+    @property
+    def finding(self) -> str:
+        return "label-conflict" if self.conflict else "leakage" if self.leak else "duplicate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paths": list(self.paths), "kind": self.kind, "similarity": self.similarity, "hamming": self.hamming,
+                "splits": list(self.splits), "labels": list(self.labels), "severity": self.severity,
+                "leak": self.leak, "conflict": self.conflict, "finding": self.finding}
+
+
+@dataclass(frozen=True)
+class SuspectLabel:
+    """An image whose given label the out-of-fold probes contradict."""
+
+    path: str
+    split: str
+    given: str
+    suggested: str
+    score: float  # 0..1, higher is more suspect
+    confidence: float  # out-of-fold probability of the suggested class
+    flagged: bool  # picked by confident learning as a label issue
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "split": self.split, "given": self.given, "suggested": self.suggested,
+                "score": self.score, "confidence": self.confidence, "flagged": self.flagged}
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """An image far from every class in feature space."""
+
+    path: str
+    split: str
+    label: str
+    score: float  # Mahalanobis distance to the nearest class mean (within-class spread as the unit)
+    z: float  # robust z-score of the score within this dataset
+    nearest_class: str
+    reason: str  # "far from every class" | "blank"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "split": self.split, "label": self.label, "score": self.score, "z": self.z,
+                "nearest_class": self.nearest_class, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class LearningCurve:
+    """Recall of one class at each share of the training images, and its gain per doubling."""
+
+    class_name: str
+    images: int
+    train_images: tuple[int, ...]
+    recall: tuple[float, ...]
+    slope: float
+    would_gain: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.class_name, "images": self.images, "train_images": list(self.train_images),
+                "recall": list(self.recall), "slope_per_doubling": self.slope, "would_gain": self.would_gain}
+
+
+@dataclass
+class DoctorResult:
+    """Everything ``tlkit.doctor`` found in one dataset. ``ok`` is False when there is an error-level
+    finding (leakage or a label conflict between copies)."""
+
+    root: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    near_duplicates: list[DuplicatePair] = field(default_factory=list)
+    suspect_labels: list[SuspectLabel] = field(default_factory=list)
+    outliers: list[Outlier] = field(default_factory=list)
+    learning_curves: list[LearningCurve] = field(default_factory=list)
+    curve_fractions: tuple[float, ...] = ()
+    curve_accuracy: list[float] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def leaks(self) -> list[DuplicatePair]:
+        return [p for p in self.near_duplicates if p.leak]
+
+    @property
+    def label_conflicts(self) -> list[DuplicatePair]:
+        return [p for p in self.near_duplicates if p.conflict]
+
+    @property
+    def ok(self) -> bool:
+        return not self.leaks and not self.label_conflicts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root, "ok": self.ok, "classes": list(self.classes),
+            "counts": {s: dict(c) for s, c in self.counts.items()},
+            "near_duplicates": [p.to_dict() for p in self.near_duplicates],
+            "leaks": [p.to_dict() for p in self.leaks],
+            "label_conflicts": [p.to_dict() for p in self.label_conflicts],
+            "suspect_labels": [s.to_dict() for s in self.suspect_labels],
+            "outliers": [o.to_dict() for o in self.outliers],
+            "learning_curves": {"fractions": list(self.curve_fractions), "accuracy": list(self.curve_accuracy),
+                                "classes": [c.to_dict() for c in self.learning_curves]},
+            "unreadable": [dict(u) for u in self.unreadable],
+            "warnings": list(self.warnings),
+            "settings": dict(self.settings),
+            "timings": dict(self.timings),
+        }
