@@ -158,8 +158,8 @@ def test_cli_json_contract(planted, tmp_path: Path) -> None:  # noqa: ANN001
     before = tree_digest(data)
     res = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(cache), "--json",
                                    "--out", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
+    assert res.exit_code == 1 and d["ok"] is False, res.output  # the planted leak: exit 1, as tlkit check does
     for key in ("near_duplicates", "suspect_labels", "outliers", "learning_curves", "label_conflicts", "leaks", "warnings"):
         assert key in d
     for p in d["near_duplicates"]:
@@ -180,7 +180,7 @@ def test_cli_json_contract(planted, tmp_path: Path) -> None:  # noqa: ANN001
 def test_cli_tables(planted) -> None:  # noqa: ANN001
     data, cache, _ = planted
     res = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(cache), "--top", "3"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # leakage and a label conflict are planted
     for text in ("leakage", "label-conflict", "suspect labels", "same_as_blue_s_01.png", "outliers", "blank.png",
                  "what to collect next"):
         assert text in res.stdout, text
@@ -313,9 +313,10 @@ def test_public_names_and_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     odd = os.path.join(os.fsencode(data / "red"), "caf\xe9.png".encode("latin-1"))
     shutil.copyfile(data / "red" / "s_00.png", odd)  # an exact copy under a Latin-1 name
     res = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(tmp_path / "cache"), "--json"])
-    assert res.exit_code == 0, res.output
-    pairs = json.loads(res.stdout_bytes.decode("utf-8"))["near_duplicates"]
+    found = json.loads(res.stdout_bytes.decode("utf-8"))
+    assert res.exit_code == (0 if found["ok"] else 1), res.output
+    pairs = found["near_duplicates"]
     names = {os.fsencode(p) for pair in pairs for p in pair["paths"]}
     assert os.path.relpath(odd, os.fsencode(data)) in names
     table = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(tmp_path / "cache")])
-    assert table.exit_code == 0 and "caf\\xe9.png" in table.stdout
+    assert table.exit_code == res.exit_code and "caf\\xe9.png" in table.stdout

@@ -38,7 +38,8 @@ REPORT_FILES = frozenset({
 })
 #: the files of a training run besides its report
 RUN_FILES = frozenset({
-    MARKER, "config.yaml", "splits.json", "skipped.json", "metrics.jsonl", "timings.json", "model.safetensors",
+    MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "metrics.jsonl", "timings.json",
+    "model.safetensors",
     "model.json",
 }) | REPORT_FILES
 #: sub-folders a run writes, as ``fnmatch`` patterns: the checkpoint folder, evaluations, overlays
@@ -61,6 +62,7 @@ class RunDir:
     config = property(lambda self: self.path / "config.yaml")
     splits = property(lambda self: self.path / "splits.json")
     skipped = property(lambda self: self.path / "skipped.json")
+    labels_applied = property(lambda self: self.path / "labels_applied.json")
     metrics_log = property(lambda self: self.path / "metrics.jsonl")
     timings = property(lambda self: self.path / "timings.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")

@@ -120,6 +120,9 @@ def finetune(
     group_by: Annotated[Optional[str], typer.Option(
         "--group-by", help="Keep groups in one split: 'subfolder' (the folder below each class), a CSV of "
         "path,group, or a regular expression on the file name (its first group names the group).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="A relabel.csv from 'tlkit doctor' (edit its action column): fixes labels and leaves images out in "
+        "the run's split only; your files are not touched.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
@@ -144,7 +147,8 @@ def finetune(
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
                      weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
                      workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     group_by=group_by, cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
+                     group_by=group_by, labels=str(labels) if labels else None,
+                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
                      compile=compile_ or None)
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
         given = {_OPTION_KEYS.get(name, name) for name in ctx.params

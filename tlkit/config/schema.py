@@ -122,6 +122,7 @@ class DataConfig:
     skip_bad: bool = False
     image_size: Union[int, None] = None
     group_by: Union[str, None] = None  # keep groups in one split: "subfolder", a CSV of path,group, or a regex
+    labels: Union[str, None] = None  # a relabel.csv (from tlkit doctor, edited or not): label fixes and exclusions
 
     def validate(self, where: str = "data") -> None:
         for name in ("val_fraction", "test_fraction"):

@@ -43,6 +43,7 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)
     group_by: str | None = None  # the --group-by rule the split kept groups together by
     groups: dict[str, str] = field(default_factory=dict)  # relative path -> group, with group_by
+    labels_applied: dict = field(default_factory=dict)  # what a relabel.csv changed (tlkit.data.relabel)
 
     def _split(self, split: str) -> list[tuple[str, int]]:
         if split not in SPLITS:
@@ -78,6 +79,7 @@ class Manifest:
             "splits": {s: [[rel, label] for rel, label in self.splits.get(s, [])] for s in SPLITS},
             "skipped": [dict(entry) for entry in self.skipped],
             **({"group_by": self.group_by, "groups": dict(sorted(self.groups.items()))} if self.group_by else {}),
+            **({"labels_applied": self.labels_applied} if self.labels_applied else {}),
         }
 
     @classmethod
@@ -120,6 +122,7 @@ class Manifest:
                 skipped=[{"path": str(e["path"]), "reason": str(e["reason"])} for e in d.get("skipped", [])],
                 group_by=None if d.get("group_by") is None else str(d["group_by"]),
                 groups={str(k): str(v) for k, v in (d.get("groups") or {}).items()},
+                labels_applied=dict(d.get("labels_applied") or {}),
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"manifest has a malformed field: {describe_error(exc)}") from exc
@@ -189,6 +192,7 @@ class Manifest:
             skipped=skipped,
             group_by=self.group_by,
             groups={rel: g for rel, g in self.groups.items() if rel not in drop},
+            labels_applied=dict(self.labels_applied),
         )
 
     def _relative(self, path: str) -> str:

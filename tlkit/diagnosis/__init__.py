@@ -13,7 +13,7 @@ images). It never writes into the data folder; features and hashes go to the fea
 Modules: :mod:`~tlkit.diagnosis.features` (hashes + features of a manifest),
 :mod:`~tlkit.diagnosis.duplicates`, :mod:`~tlkit.diagnosis.probes` (out-of-fold probes),
 :mod:`~tlkit.diagnosis.labels`, :mod:`~tlkit.diagnosis.outliers`, :mod:`~tlkit.diagnosis.curves`,
-:mod:`~tlkit.diagnosis.result` (the typed result), :mod:`~tlkit.diagnosis.relabel` (relabel.csv),
+:mod:`~tlkit.diagnosis.result` (the typed result), :mod:`~tlkit.data.relabel` (relabel.csv),
 :mod:`~tlkit.diagnosis.files` (writing the report), :mod:`~tlkit.diagnosis.command` (the CLI).
 
 The names below load lazily (PEP 562), so the CLI, which imports :mod:`tlkit.diagnosis.command`
@@ -28,9 +28,9 @@ import importlib
 _PUBLIC = {
     "doctor": "tlkit.diagnosis.examine:doctor",
     "write_doctor_report": "tlkit.diagnosis.files:write_doctor_report",
-    "apply_relabel": "tlkit.diagnosis.relabel:apply_relabel",
-    "read_relabel": "tlkit.diagnosis.relabel:read_relabel",
-    "RelabelApplied": "tlkit.diagnosis.relabel:RelabelApplied",
+    "apply_relabel": "tlkit.data.relabel:apply_relabel",
+    "read_relabel": "tlkit.data.relabel:read_relabel",
+    "RelabelApplied": "tlkit.data.relabel:RelabelApplied",
     "DoctorResult": "tlkit.diagnosis.result:DoctorResult",
     "DuplicatePair": "tlkit.diagnosis.result:DuplicatePair",
     "SuspectLabel": "tlkit.diagnosis.result:SuspectLabel",

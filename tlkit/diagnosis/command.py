@@ -108,7 +108,7 @@ def doctor_command(
 ) -> None:
     """Find what is wrong with a dataset: near-duplicates and leakage, suspect labels, outliers, what to collect next.
 
-    Never changes DATA. Example: [bold]tlkit doctor data/leaves --out doctor-leaves[/], then edit
+    Exits 1 when it finds leakage or a label conflict. Never changes DATA. Example: [bold]tlkit doctor data/leaves --out doctor-leaves[/], then edit
     doctor-leaves/relabel.csv.
     """
     from tlkit._io import json_bytes
@@ -133,3 +133,5 @@ def doctor_command(
     if written:
         (err if as_json else out).print(f"doctor files written to [bold]{out_dir}[/]: "
                                         + ", ".join(p.name for p in written), highlight=False)
+    if not result.ok:  # leakage or a label conflict: exit 1, as tlkit check does for its errors
+        raise typer.Exit(1)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from tlkit._io import atomic_write_bytes, csv_bytes, json_bytes
-from tlkit.diagnosis.relabel import HEADER, RELABEL_CONFIDENCE
+from tlkit.data.relabel import HEADER, RELABEL_CONFIDENCE
 from tlkit.diagnosis.result import DoctorResult
 from tlkit.errors import ConfigError
 

@@ -19,6 +19,7 @@ from tlkit._io import atomic_write_text
 from tlkit.config import RunConfig, config_conflicts, load_run_config
 from tlkit.console import Reporter
 from tlkit.data import Manifest, check, scan
+from tlkit.data.relabel import apply_relabel
 from tlkit.errors import ConfigError, DataError
 from tlkit.models.backbone import Backbone
 from tlkit.train.activations import first_trainable_group
@@ -98,6 +99,17 @@ def scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
         raise DataError(fatal[0].message)
     if not manifest.splits.get("train"):
         raise DataError(f"no training images found in {cfg.data.path}")
+    return manifest if cfg.data.labels is None else _relabeled(manifest, cfg.data.labels, reporter)
+
+
+def _relabeled(manifest: Manifest, labels: str, reporter: Reporter) -> Manifest:
+    """The split with an (edited) relabel.csv applied: labels fixed and images left out in the manifest only."""
+    manifest, applied = apply_relabel(manifest, labels)
+    reporter.message(f"{labels}: {len(applied.relabeled)} label(s) fixed, {len(applied.excluded)} image(s) left out"
+                     + (f", {len(applied.mismatched)} row(s) skipped (their 'given' is no longer the image's label)"
+                        if applied.mismatched else "")
+                     + (f", {len(applied.not_found)} path(s) not in the data" if applied.not_found else ""))
+    manifest.labels_applied = {"file": str(Path(labels).resolve()), **applied.to_dict()}
     return manifest
 
 
@@ -125,5 +137,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path, reporter: Reporter, scanned: Man
         manifest = scanned if scanned is not None else scan_data(cfg, reporter)
     if manifest.skipped:
         atomic_write_text(run.skipped, json.dumps(manifest.skipped, indent=2))
+    if manifest.labels_applied:  # what --labels changed, for the record
+        atomic_write_text(run.labels_applied, json.dumps(manifest.labels_applied, indent=2))
     manifest.save(run.splits)
     return manifest

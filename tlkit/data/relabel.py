@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tlkit.data import SPLITS, Manifest
+from tlkit.data.manifest import SPLITS, Manifest
 from tlkit.errors import ConfigError, DataError
 
 HEADER = ["path", "given", "suggested", "score", "action"]
