@@ -13,11 +13,11 @@ from typing import Annotated
 
 import typer
 
+from tlkit.cli.doctor_commands import doctor_command
 from tlkit.cli.model_commands import backbones, summary
 from tlkit.cli.output import PIPE_WIDTH, err, friendly, out
 from tlkit.cli.run_commands import compare, evaluate, explain, predict
 from tlkit.cli.train_commands import check_cmd, demo, finetune, recipes
-from tlkit.diagnosis.command import doctor_command
 
 __all__ = ["PIPE_WIDTH", "app", "err", "main", "out"]
 

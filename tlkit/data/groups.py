@@ -112,9 +112,10 @@ def grouped_split(files_by_class: dict[str, list[str]], rule: GroupRule, *, dept
     assignment = np.array(["train"] * len(rels), dtype=object)
     remaining = np.arange(len(rels))
     for split, fraction in (("test", test_fraction), ("val", val_fraction / max(1e-9, 1 - test_fraction))):
-        if fraction <= 0 or len(set(group_ids[remaining].tolist())) < 2:
+        left = len(set(group_ids[remaining].tolist()))
+        if fraction <= 0 or left < 2:
             continue
-        n_splits = max(2, min(round(1 / fraction), len(set(group_ids[remaining].tolist()))))
+        n_splits = max(2, min(round(1 / fraction), left))
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % 2**32)
         _, held_out = next(folds.split(np.zeros(len(remaining)), labels[remaining], group_ids[remaining]))
         assignment[remaining[held_out]] = split

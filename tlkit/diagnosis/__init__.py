@@ -14,9 +14,9 @@ Modules: :mod:`~tlkit.diagnosis.features` (hashes + features of a manifest),
 :mod:`~tlkit.diagnosis.duplicates`, :mod:`~tlkit.diagnosis.probes` (out-of-fold probes),
 :mod:`~tlkit.diagnosis.labels`, :mod:`~tlkit.diagnosis.outliers`, :mod:`~tlkit.diagnosis.curves`,
 :mod:`~tlkit.diagnosis.result` (the typed result), :mod:`~tlkit.data.relabel` (relabel.csv),
-:mod:`~tlkit.diagnosis.files` (writing the report), :mod:`~tlkit.diagnosis.command` (the CLI).
+:mod:`~tlkit.diagnosis.files` (writing the report). The command is :mod:`tlkit.cli.doctor_commands`.
 
-The names below load lazily (PEP 562), so the CLI, which imports :mod:`tlkit.diagnosis.command`
+The names below load lazily (PEP 562), so the CLI, which imports :mod:`tlkit.cli.doctor_commands`
 to register ``tlkit doctor``, starts without loading torch.
 """
 

@@ -1,48 +1,21 @@
 """``tlkit doctor DATA``: the data doctor on the command line (tables, ``--json``, ``--out`` files).
 
 Only typer and rich load with the CLI; the doctor itself (torch, the backbone) loads when the
-command runs. Errors are raised as :class:`tlkit.errors.TlkitError` for the CLI to print as one line.
+command runs. It writes through :mod:`tlkit.cli.output` like every other command.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from tlkit.cli.output import err, folding_table, out, write_stdout
 
 if TYPE_CHECKING:
     from tlkit.diagnosis.result import DoctorResult
-
-#: console width when the output is not a terminal: tables are never cut (as the rest of the CLI)
-PIPE_WIDTH = 4096
-
-
-def console(*, stderr: bool = False) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
-
-
-def write_stdout(data: bytes) -> None:
-    """Bytes to standard output as they are (file names that are not UTF-8 keep their bytes)."""
-    sys.stdout.flush()
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is not None:
-        buffer.write(data)
-        buffer.flush()
-    else:  # a text-only stream (a test runner's capture)
-        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-
-
-def table(*columns: str, **options: object) -> Table:
-    grid = Table(**options)  # type: ignore[arg-type]
-    for name in columns:
-        grid.add_column(name, overflow="fold")
-    return grid
-
 
 def print_result(result: DoctorResult, out: Console, top: int) -> None:
     """The findings as tables, at most ``top`` rows each (the JSON and --out files hold everything)."""
@@ -52,7 +25,7 @@ def print_result(result: DoctorResult, out: Console, top: int) -> None:
     out.print(f"[bold]{txt(result.root)}[/]: {total} images, {len(result.classes)} classes "
               f"({result.settings.get('backbone')}, {result.timings.get('total_seconds', 0):.1f}s)", highlight=False)
     if result.near_duplicates:
-        grid = table("finding", "kind", "similarity", "file", "copy", title=f"duplicates ({len(result.near_duplicates)} pairs; "
+        grid = folding_table("finding", "kind", "similarity", "file", "copy", title=f"duplicates ({len(result.near_duplicates)} pairs; "
                      f"{len(result.leaks)} across splits, {len(result.label_conflicts)} across classes)")
         for p in result.near_duplicates[:top]:
             style = "red" if p.severity == "error" else "yellow"
@@ -62,13 +35,13 @@ def print_result(result: DoctorResult, out: Console, top: int) -> None:
     else:
         out.print("[green]no duplicates found[/]")
     if result.suspect_labels:
-        grid = table("score", "file", "split", "given", "suggested", "p(suggested)",
+        grid = folding_table("score", "file", "split", "given", "suggested", "p(suggested)",
                      title=f"suspect labels ({len(result.suspect_labels)}, most suspect first)")
         for s in result.suspect_labels[:top]:
             grid.add_row(f"{s.score:.3f}", txt(s.path), s.split, s.given, s.suggested, f"{s.confidence:.2f}")
         out.print(grid)
     if result.outliers:
-        grid = table("z", "file", "label", "nearest class", "why", title=f"outliers ({len(result.outliers)})")
+        grid = folding_table("z", "file", "label", "nearest class", "why", title=f"outliers ({len(result.outliers)})")
         for o in result.outliers[:top]:
             grid.add_row(f"{o.z:.1f}", txt(o.path), o.label, o.nearest_class, o.reason)
         out.print(grid)
@@ -81,7 +54,7 @@ def print_curves(result: DoctorResult, out: Console) -> None:
     if not result.learning_curves:
         return
     shares = [f"{int(f * 100)}%" for f in result.curve_fractions]
-    grid = table("class", "images", *(f"recall @{s}" for s in shares), "gain / doubling", "collect more?",
+    grid = folding_table("class", "images", *(f"recall @{s}" for s in shares), "gain / doubling", "collect more?",
                  title="what to collect next: out-of-fold recall on a share of the training images")
     for c in result.learning_curves:
         grid.add_row(c.class_name, str(c.images), *(f"{r:.3f}" for r in c.recall), f"{c.slope:+.3f}",
@@ -121,7 +94,6 @@ def doctor_command(
         raise ConfigError(f"--top must be 0 or more, got {top}")
     if out_dir is not None:
         check_out_dir(out_dir, data)  # refused before the work, not after
-    out, err = console(), console(stderr=True)
     result = doctor(data, backbone=backbone, image_size=image_size, cache_dir=cache_dir, folds=folds, seed=seed,
                     offline=True if offline else None, device=device, reporter=RichReporter(err), pretrained=pretrained,
                     weights_file=str(weights) if weights else None)
