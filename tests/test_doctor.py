@@ -320,3 +320,34 @@ def test_public_names_and_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     assert os.path.relpath(odd, os.fsencode(data)) in names
     table = CliRunner().invoke(app, ["doctor", str(data), *CLI_TINY, "--cache-dir", str(tmp_path / "cache")])
     assert table.exit_code == res.exit_code and "caf\\xe9.png" in table.stdout
+
+
+def test_group_by_keeps_groups_in_one_fold_and_reports_a_group_in_two_splits(tmp_path: Path) -> None:
+    """--group-by on the doctor: given split folders that put one group in train and test are leakage
+    (exit 1, listed in the JSON); class folders split by the same groups have none."""
+    data = smooth_dataset(tmp_path / "data", split_folders=True)  # train s_00..s_08, test s_09..s_11
+    rows = ["path,group"] + [f"{split}/{c}/s_{i:02d}.png,{c}-{i // 2}" for c in COLORS for i in range(12)
+                             for split in ["train" if i < 9 else "test"]]
+    groups = tmp_path / "groups.csv"
+    groups.write_text("\n".join(rows) + "\n")
+    result = tlkit.doctor(data, cache_dir=tmp_path / "cache", group_by=str(groups), **TINY)
+    assert not result.ok and sorted(g["group"] for g in result.group_leaks) == ["blue-4", "green-4", "red-4"]
+    assert result.group_leaks[0]["splits"] == ["train", "test"]
+    assert result.group_leaks[0]["paths"] == ["test/blue/s_09.png", "train/blue/s_08.png"]
+    assert result.settings["group_by"] == str(groups)
+    code = CliRunner().invoke(app, ["doctor", str(data), "--group-by", str(groups), "--json", "--cache-dir",
+                                    str(tmp_path / "cache"), *CLI_TINY])
+    assert code.exit_code == 1, code.output
+    assert [g["group"] for g in json.loads(code.stdout)["group_leaks"]] == [g["group"] for g in result.group_leaks]
+    flat = smooth_dataset(tmp_path / "flat")
+    flat_groups = tmp_path / "flat.csv"
+    flat_groups.write_text("\n".join(["path,group"] + [f"{c}/s_{i:02d}.png,{c}-{i // 2}" for c in COLORS
+                                                          for i in range(12)]) + "\n")
+    assert tlkit.doctor(flat, cache_dir=tmp_path / "cache", group_by=str(flat_groups), **TINY).group_leaks == []
+
+
+def test_result_round_trips_through_its_json(planted) -> None:  # noqa: ANN001
+    from tlkit.diagnosis.result import DoctorResult
+
+    _, _, result = planted
+    assert DoctorResult.from_dict(json.loads(json.dumps(result.to_dict()))).to_dict() == result.to_dict()

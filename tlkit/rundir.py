@@ -38,7 +38,7 @@ REPORT_FILES = frozenset({
 })
 #: the files of a training run besides its report
 RUN_FILES = frozenset({
-    MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "metrics.jsonl", "timings.json",
+    MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "doctor.json", "metrics.jsonl", "timings.json",
     "model.safetensors",
     "model.json",
 }) | REPORT_FILES
@@ -63,6 +63,7 @@ class RunDir:
     splits = property(lambda self: self.path / "splits.json")
     skipped = property(lambda self: self.path / "skipped.json")
     labels_applied = property(lambda self: self.path / "labels_applied.json")
+    doctor = property(lambda self: self.path / "doctor.json")
     metrics_log = property(lambda self: self.path / "metrics.jsonl")
     timings = property(lambda self: self.path / "timings.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")

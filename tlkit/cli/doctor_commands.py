@@ -45,6 +45,9 @@ def print_result(result: DoctorResult, out: Console, top: int) -> None:
         for o in result.outliers[:top]:
             grid.add_row(f"{o.z:.1f}", txt(o.path), o.label, o.nearest_class, o.reason)
         out.print(grid)
+    for leak in result.group_leaks[:top]:
+        out.print(f"error: group {txt(leak['group'])!r} has images in {' and '.join(leak['splits'])} (leakage): "
+                  f"{txt(', '.join(leak['paths'][:4]))}", style="red", markup=False, highlight=False)
     print_curves(result, out)
     for warning in result.warnings:
         out.print(f"warning: {txt(warning)}", style="yellow", markup=False, highlight=False)
@@ -70,6 +73,9 @@ def doctor_command(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
     folds: Annotated[int, typer.Option(help="Folds of the out-of-fold probes.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the split (class folders) and of the folds.")] = 0,
+    group_by: Annotated[Optional[str], typer.Option(
+        "--group-by", help="Keep groups in one split and one fold, as finetune does: 'subfolder', a CSV of "
+        "path,group, or a regular expression on the file name; a group in two splits is leakage.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as one JSON object.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write doctor.json, relabel.csv, duplicates.csv, "
                                                     "outliers.csv and learning-curve files here (outside DATA).")] = None,
@@ -95,7 +101,7 @@ def doctor_command(
     if out_dir is not None:
         check_out_dir(out_dir, data)  # refused before the work, not after
     result = doctor(data, backbone=backbone, image_size=image_size, cache_dir=cache_dir, folds=folds, seed=seed,
-                    offline=True if offline else None, device=device, reporter=RichReporter(err), pretrained=pretrained,
+                    group_by=group_by, offline=True if offline else None, device=device, reporter=RichReporter(err), pretrained=pretrained,
                     weights_file=str(weights) if weights else None)
     written = write_doctor_report(result, out_dir) if out_dir is not None else []
     if as_json:

@@ -94,6 +94,13 @@ def recipes(
 _OPTION_KEYS = {"out_dir": "out", "compile_": "compile"}
 
 
+def _typed_options(ctx: typer.Context, overrides: dict, backbone: str) -> tuple[dict, str | None]:
+    """The options typed on the command line (not left at their defaults), and the backbone if typed."""
+    given = {_OPTION_KEYS.get(name, name) for name in ctx.params
+             if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"}
+    return {k: v for k, v in overrides.items() if k in given or k == "resume"}, backbone if "backbone" in given else None
+
+
 @friendly
 def finetune(
     ctx: typer.Context,
@@ -124,6 +131,8 @@ def finetune(
         help="A relabel.csv from 'tlkit doctor' (edit its action column): fixes labels and leaves images out in "
         "the run's split only; your files are not touched.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
+    doctor: Annotated[bool, typer.Option(help="Data doctor on the split first (in the report); --no-doctor: skip.")] = True,
+    allow_leakage: Annotated[bool, typer.Option(help="Train even when a picture or a group is in two splits.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,
@@ -147,14 +156,12 @@ def finetune(
                      out=str(out_dir) if out_dir else None, seed=seed, device=device,
                      weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
                      workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     group_by=group_by, labels=str(labels) if labels else None,
+                     group_by=group_by, labels=str(labels) if labels else None, doctor=None if doctor else False,
+                     allow_leakage=allow_leakage or None,
                      cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
                      compile=compile_ or None)
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
-        given = {_OPTION_KEYS.get(name, name) for name in ctx.params
-                 if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"}
-        overrides = {k: v for k, v in overrides.items() if k in given or k == "resume"}
-        backbone = backbone if "backbone" in given else None
+        overrides, backbone = _typed_options(ctx, overrides, backbone)
     overrides.update(parse_set_option(set_ or []))
     cfg = config_for(data, backbone, recipe, overrides)
     if nproc_per_node is not None:  # options are checked above, once, before any process starts

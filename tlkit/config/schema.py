@@ -123,6 +123,8 @@ class DataConfig:
     image_size: Union[int, None] = None
     group_by: Union[str, None] = None  # keep groups in one split: "subfolder", a CSV of path,group, or a regex
     labels: Union[str, None] = None  # a relabel.csv (from tlkit doctor, edited or not): label fixes and exclusions
+    doctor: bool = True  # the data doctor on the run's split before training (doctor.json, the report's section)
+    allow_leakage: bool = False  # train even when a picture (exact or near copy) or a group is in two splits
 
     def validate(self, where: str = "data") -> None:
         for name in ("val_fraction", "test_fraction"):

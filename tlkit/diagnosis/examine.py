@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tlkit.console import Reporter, SilentReporter
-from tlkit.data import SPLITS, scan
+from tlkit.data import SPLITS, Manifest, scan
 from tlkit.diagnosis.curves import FRACTIONS, learning_curves, overall_accuracy
 from tlkit.diagnosis.duplicates import DEFAULT_RULE, DuplicateRule, Pair, exact_groups, find_duplicates
 from tlkit.diagnosis.features import ImageTable, gather
@@ -18,6 +18,8 @@ from tlkit.diagnosis.outliers import MIN_Z, find_outliers
 from tlkit.diagnosis.probes import probe_probabilities
 from tlkit.diagnosis.result import DoctorResult, DuplicatePair, LearningCurve, Outlier, SuspectLabel
 from tlkit.errors import ConfigError, DataError
+from tlkit.models.backbone import Backbone
+from tlkit.transforms import Preprocessing
 
 #: share of the kNN votes in the probabilities that rank suspect labels (the rest: the logistic probe)
 KNN_WEIGHT = 0.5
@@ -76,6 +78,26 @@ def picture_groups(n: int, pairs: list[Pair], warnings: list[str]) -> np.ndarray
                         "check them, or the features cannot tell these pictures apart")
         groups = np.where(large, n + np.arange(n), groups)
     return groups
+
+
+def fold_groups(table: ImageTable, pairs: list[Pair], warnings: list[str]) -> np.ndarray:
+    """:func:`picture_groups`, joined with the user's ``--group-by`` groups: rows of one object, patient
+    or session share a fold too, so no probe is scored on a picture of what it was trained on."""
+    groups = picture_groups(len(table), pairs, warnings)
+    if not table.groups:
+        return groups
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = np.arange(len(table))
+    _, first_of_picture = np.unique(groups, return_index=True)
+    picture_anchor = first_of_picture[np.unique(groups, return_inverse=True)[1]]
+    names = [table.groups.get(rel, f"\0{row}") for row, rel in enumerate(table.rels)]  # no group: its own
+    _, first_of_name, inverse = np.unique(np.array(names, dtype=object), return_index=True, return_inverse=True)
+    name_anchor = first_of_name[inverse]
+    edges = np.concatenate([np.stack([rows, picture_anchor]), np.stack([rows, name_anchor])], axis=1)
+    graph = coo_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(len(table), len(table)))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
 def _pairs(table: ImageTable, pairs: list[Pair]) -> list[DuplicatePair]:
@@ -142,51 +164,44 @@ def diagnose_outliers(table: ImageTable, *, min_z: float) -> list[Outlier]:
     return found
 
 
-def load_table(data: str | os.PathLike, *, backbone: str, pretrained: bool, weights_file: str | None,
-               image_size: int | None, cache_dir: str | os.PathLike | None, offline: bool | None, device: torch.device,
-               seed: int, val_fraction: float, test_fraction: float, batch_size: int, workers: int,
-               reporter: Reporter) -> tuple[ImageTable, str, int, dict[str, dict[str, int]]]:
-    """Scan (one class allowed), build the backbone, and hash + embed every image; also the backbone's
-    name, the input size and the images per split and class."""
+def load_manifest(data: str | os.PathLike, *, backbone: str, pretrained: bool, weights_file: str | None,
+                  offline: bool | None, seed: int, val_fraction: float, test_fraction: float,
+                  group_by: str | None) -> tuple[Manifest, Backbone]:
+    """Scan (one class allowed) and build the backbone (random weights seeded: the same on every call)."""
     from tlkit.models.builder import build
 
-    manifest = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_classes=1)
-    with torch.random.fork_rng(devices=[]):  # random weights (pretrained=False) are seeded: the same on every call
+    manifest = scan(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, min_classes=1,
+                    group_by=group_by)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build(backbone, pretrained=pretrained, weights_file=weights_file, offline=offline)
-    preprocessing = net.preprocessing.with_size(image_size)
+    return manifest, net
+
+
+def group_leaks(manifest: Manifest) -> list[dict[str, object]]:
+    """With ``--group-by``: each group whose images sit in more than one split (given split folders can do that)."""
+    where: dict[str, dict[str, list[str]]] = {}
+    for split in SPLITS:
+        for rel, _ in manifest.splits.get(split, []):
+            if rel in manifest.groups:
+                where.setdefault(manifest.groups[rel], {}).setdefault(split, []).append(rel)
+    return [{"group": group, "splits": list(by_split), "paths": sorted(p for paths in by_split.values() for p in paths)}
+            for group, by_split in sorted(where.items()) if len(by_split) > 1]
+
+
+def diagnose(manifest: Manifest, net: Backbone, preprocessing: Preprocessing, *,
+             cache_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu", folds: int = 5, seed: int = 0,
+             batch_size: int = 64, workers: int = 0, reporter: Reporter | None = None,
+             duplicate_rule: DuplicateRule = DEFAULT_RULE, label_method: str = "self-confidence",
+             outlier_z: float = MIN_Z) -> DoctorResult:
+    """Every diagnosis of the images of ``manifest`` (its split as given: a run's own, groups and label
+    fixes included) on the features of ``net`` at ``preprocessing``, from the feature cache when it has them."""
+    reporter = reporter or SilentReporter()
+    start = time.perf_counter()
     reporter.message(f"doctor: {sum(len(v) for v in manifest.splits.values())} images, {len(manifest.classes)} classes; "
                      f"backbone {net.name} ({net.weights_source}) at {preprocessing.input_size}px")
     table = gather(manifest, net, preprocessing, cache_dir=cache_dir, device=device, batch_size=batch_size,
                    workers=workers, reporter=reporter)
-    return table, net.name, preprocessing.input_size, {split: manifest.counts(split) for split in SPLITS}
-
-
-def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", image_size: int | None = None,
-           cache_dir: str | os.PathLike | None = None, folds: int = 5, seed: int = 0, offline: bool | None = None,
-           device: str = "cpu", reporter: Reporter | None = None, pretrained: bool = True, weights_file: str | None = None,
-           val_fraction: float = 0.15, test_fraction: float = 0.15, batch_size: int = 64, workers: int = 0,
-           duplicate_rule: DuplicateRule = DEFAULT_RULE, label_method: str = "self-confidence",
-           outlier_z: float = MIN_Z) -> DoctorResult:
-    """Diagnose the dataset in ``data`` (class folders or train/val/test folders) without changing it.
-
-    Finds near-duplicates and leakage, suspect labels, outliers and per-class learning curves on the
-    features of ``backbone`` (cached in ``cache_dir``, default ``~/.cache/tlkit/features``; a second
-    call is fast). Class folders are split as ``tlkit finetune`` splits them (``val_fraction``,
-    ``test_fraction``, ``seed``). ``pretrained=False`` uses random weights (tests only).
-
-    Raises DataError (missing folder, no readable image), ConfigError (a bad option), WeightsError
-    (no weights and ``offline``); anything else the doctor can still work around is a warning in
-    the result.
-    """
-    check_options(folds, image_size, test_fraction, val_fraction, label_method)
-    reporter = reporter or SilentReporter()
-    dev = resolve_device(device)
-    start = time.perf_counter()
-    table, net_name, size, counts = load_table(data, backbone=backbone, pretrained=pretrained, weights_file=weights_file,
-                                       image_size=image_size, cache_dir=cache_dir, offline=offline, device=dev, seed=seed,
-                                       val_fraction=val_fraction, test_fraction=test_fraction, batch_size=batch_size,
-                                       workers=workers, reporter=reporter)
     warnings = [f"unreadable, left out: {rel}: {reason}" for rel, reason in table.unreadable] + list(table.messages)
     if len(table) == 0:
         raise DataError(f"no readable image in {table.root}: every file failed to decode "
@@ -194,17 +209,47 @@ def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", ima
     embedded = time.perf_counter()
     pairs = find_duplicates(table, duplicate_rule)
     reporter.message(f"doctor: {len(pairs)} duplicate pair(s); probing labels ({folds} folds)")
-    suspects, curves, accuracy, used_folds = diagnose_labels(table, picture_groups(len(table), pairs, warnings), folds=folds,
+    suspects, curves, accuracy, used_folds = diagnose_labels(table, fold_groups(table, pairs, warnings), folds=folds,
                                                              seed=seed, method=label_method, warnings=warnings)
     outliers = diagnose_outliers(table, min_z=outlier_z)
-    settings = {"backbone": net_name, "image_size": size, "folds": used_folds, "seed": seed, "label_method": label_method,
-                "duplicate_rule": duplicate_rule.to_dict(), "outlier_min_z": outlier_z,
-                "images": len(table) + len(table.unreadable), "readable": len(table)}
+    settings = {"backbone": net.name, "image_size": preprocessing.input_size, "folds": used_folds, "seed": seed,
+                "label_method": label_method, "duplicate_rule": duplicate_rule.to_dict(), "outlier_min_z": outlier_z,
+                "images": len(table) + len(table.unreadable), "readable": len(table), "group_by": manifest.group_by}
     timings = {"total_seconds": round(time.perf_counter() - start, 2), "embed_seconds": round(embedded - start, 2),
                "analysis_seconds": round(time.perf_counter() - embedded, 2),
                "features_computed": int(table.timings["features_computed"])}
-    return DoctorResult(root=table.root, classes=list(table.classes), counts=counts, near_duplicates=_pairs(table, pairs),
+    return DoctorResult(root=table.root, classes=list(table.classes),
+                        counts={split: manifest.counts(split) for split in SPLITS}, near_duplicates=_pairs(table, pairs),
                         suspect_labels=suspects, outliers=outliers, learning_curves=curves,
                         curve_fractions=FRACTIONS if curves else (), curve_accuracy=accuracy,
                         unreadable=[{"path": rel, "reason": reason} for rel, reason in table.unreadable],
-                        warnings=warnings, settings=settings, timings=timings)
+                        group_leaks=group_leaks(manifest), warnings=warnings, settings=settings, timings=timings)
+
+
+def doctor(data: str | os.PathLike, *, backbone: str = "efficientnet_lite0", image_size: int | None = None,
+           cache_dir: str | os.PathLike | None = None, folds: int = 5, seed: int = 0, offline: bool | None = None,
+           device: str = "cpu", reporter: Reporter | None = None, pretrained: bool = True, weights_file: str | None = None,
+           val_fraction: float = 0.15, test_fraction: float = 0.15, group_by: str | None = None, batch_size: int = 64,
+           workers: int = 0, duplicate_rule: DuplicateRule = DEFAULT_RULE, label_method: str = "self-confidence",
+           outlier_z: float = MIN_Z) -> DoctorResult:
+    """Diagnose the dataset in ``data`` (class folders or train/val/test folders) without changing it.
+
+    Finds near-duplicates and leakage, suspect labels, outliers and per-class learning curves on the
+    features of ``backbone`` (cached in ``cache_dir``, default ``~/.cache/tlkit/features``; a second
+    call is fast). Class folders are split as ``tlkit finetune`` splits them (``val_fraction``,
+    ``test_fraction``, ``seed``, ``group_by``: ``"subfolder"``, a CSV of path,group or a regular
+    expression, as for finetune; a group whose images sit in two splits is leakage, and the
+    out-of-fold probes keep each group in one fold). ``pretrained=False`` uses random weights (tests only).
+
+    Raises DataError (missing folder, no readable image), ConfigError (a bad option), WeightsError
+    (no weights and ``offline``); anything else the doctor can still work around is a warning in
+    the result.
+    """
+    check_options(folds, image_size, test_fraction, val_fraction, label_method)
+    dev = resolve_device(device)
+    manifest, net = load_manifest(data, backbone=backbone, pretrained=pretrained, weights_file=weights_file,
+                                  offline=offline, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                                  group_by=group_by)
+    return diagnose(manifest, net, net.preprocessing.with_size(image_size), cache_dir=cache_dir, device=dev, folds=folds,
+                    seed=seed, batch_size=batch_size, workers=workers, reporter=reporter, duplicate_rule=duplicate_rule,
+                    label_method=label_method, outlier_z=outlier_z)

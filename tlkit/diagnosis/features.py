@@ -39,6 +39,7 @@ class ImageTable:
     contrast: np.ndarray  # standard deviation of each thumbnail's grey levels (0-255)
     features: torch.Tensor  # N x D pooled backbone features (float32)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    groups: dict[str, str] = field(default_factory=dict)  # relative path -> the user's group (--group-by)
     messages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -106,6 +107,7 @@ def gather(manifest: Manifest, backbone: Backbone, preprocessing: Preprocessing,
         contrast=hashes.contrast(),
         features=features.reshape(len(keep), -1) if keep else torch.zeros(0, dim),
         unreadable=[(samples[i][0], reason) for i, reason in hashes.unreadable],
+        groups=dict(manifest.groups),
         messages=messages,
         timings={"hash_seconds": hashed - start, "feature_seconds": stats.seconds, "features_computed": stats.computed,
                  "hashes_computed": hashes.computed},

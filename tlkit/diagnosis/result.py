@@ -96,7 +96,7 @@ class LearningCurve:
 @dataclass
 class DoctorResult:
     """Everything ``tlkit.doctor`` found in one dataset. ``ok`` is False when there is an error-level
-    finding (leakage or a label conflict between copies)."""
+    finding (leakage, a label conflict between copies, a ``--group-by`` group in two splits)."""
 
     root: str
     classes: list[str]
@@ -108,6 +108,7 @@ class DoctorResult:
     curve_fractions: tuple[float, ...] = ()
     curve_accuracy: list[float] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
+    group_leaks: list[dict[str, Any]] = field(default_factory=list)  # --group-by groups with images in two splits
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -122,7 +123,25 @@ class DoctorResult:
 
     @property
     def ok(self) -> bool:
-        return not self.leaks and not self.label_conflicts
+        return not self.leaks and not self.label_conflicts and not self.group_leaks
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DoctorResult:
+        """The result :meth:`to_dict` wrote (a run's ``doctor.json``), read back."""
+        curves = d.get("learning_curves") or {}
+        return cls(
+            root=d["root"], classes=list(d["classes"]), counts={s: dict(c) for s, c in d.get("counts", {}).items()},
+            near_duplicates=[DuplicatePair(tuple(p["paths"]), p["kind"], p["similarity"], p["hamming"], tuple(p["splits"]),
+                                           tuple(p["labels"])) for p in d.get("near_duplicates", [])],
+            suspect_labels=[SuspectLabel(s["path"], s["split"], s["given"], s["suggested"], s["score"], s["confidence"],
+                                         s["flagged"]) for s in d.get("suspect_labels", [])],
+            outliers=[Outlier(o["path"], o["split"], o["label"], o["score"], o["z"], o["nearest_class"], o["reason"])
+                      for o in d.get("outliers", [])],
+            learning_curves=[LearningCurve(c["class"], c["images"], tuple(c["train_images"]), tuple(c["recall"]),
+                                           c["slope_per_doubling"], c["would_gain"]) for c in curves.get("classes", [])],
+            curve_fractions=tuple(curves.get("fractions", ())), curve_accuracy=list(curves.get("accuracy", [])),
+            unreadable=[dict(u) for u in d.get("unreadable", [])], group_leaks=[dict(g) for g in d.get("group_leaks", [])],
+            warnings=list(d.get("warnings", [])), settings=dict(d.get("settings", {})), timings=dict(d.get("timings", {})))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +155,7 @@ class DoctorResult:
             "learning_curves": {"fractions": list(self.curve_fractions), "accuracy": list(self.curve_accuracy),
                                 "classes": [c.to_dict() for c in self.learning_curves]},
             "unreadable": [dict(u) for u in self.unreadable],
+            "group_leaks": [dict(g) for g in self.group_leaks],
             "warnings": list(self.warnings),
             "settings": dict(self.settings),
             "timings": dict(self.timings),

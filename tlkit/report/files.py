@@ -58,6 +58,7 @@ def write_report(
     explain: Explainer | None = None,
     title: str = "tlkit evaluation",
     extra: dict[str, Any] | None = None,
+    sections: tuple[str, ...] = (),
 ) -> dict[str, Path]:
     """Write metrics, CSVs, plots and one self-contained ``report.html`` into ``out_dir``.
 
@@ -65,7 +66,8 @@ def write_report(
     predicted class beside each of the (at most 16) mistakes in the gallery; without it (say,
     for stored predictions with no model) the gallery shows the images alone.
     ``extra`` (run info: backbone, recipe, timings, ...) is shown at the top of the HTML and
-    stored under ``"run"`` in metrics.json. Returns file name -> path.
+    stored under ``"run"`` in metrics.json. ``sections``: HTML fragments shown after the evaluation
+    (see :func:`~tlkit.report.html.report_html`). Returns file name -> path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ def write_report(
     for name, data in images.items():
         put(name, data)
     # every text in the page went through summary.escape (readable_text); "replace" only guards the encoder
-    put("report.html", report_html(result, title, run_info, images, gradcam=gradcam).encode("utf-8", "replace"))
+    put("report.html", report_html(result, title, run_info, images, gradcam=gradcam, sections=sections).encode("utf-8", "replace"))
     return written
 
 
@@ -94,17 +96,19 @@ def write_run_report(
     *,
     title: str,
     extra: dict[str, Any] | None = None,
+    sections: tuple[str, ...] = (),
 ) -> dict[str, Path]:
     """Write the report of a trained ``model``'s evaluation into ``out_dir`` (a run directory, or an
     evaluation folder of ``tlkit evaluate``): :func:`write_report` with the gallery's images read by
     :func:`tlkit.data.load_image` and a Grad-CAM overlay for the predicted class beside each
-    mistake (:func:`tlkit.models.explain.explainer`). ``title`` and ``extra``: as for :func:`write_report`.
+    mistake (:func:`tlkit.models.explain.explainer`). ``title``, ``extra`` and ``sections``: as for :func:`write_report`.
     Returns file name -> path.
     """
     from tlkit.data import load_image
     from tlkit.models.explain import explainer
 
-    return write_report(result, out_dir, load_image=load_image, explain=explainer(model), title=title, extra=extra)
+    return write_report(result, out_dir, load_image=load_image, explain=explainer(model), title=title, extra=extra,
+                        sections=sections)
 
 
 def table_files(result: EvalResult) -> dict[str, bytes]:

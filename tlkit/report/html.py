@@ -26,12 +26,13 @@ IMAGES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class.
 
 def report_html(
     result: EvalResult, title: str, run_info: dict[str, Any], images: dict[str, bytes],
-    *, gradcam: bool = False,
+    *, gradcam: bool = False, sections: tuple[str, ...] = (),
 ) -> str:
     """The whole page: run info, warnings, headline cards, then one section per view of the result.
 
     ``images`` maps each name of :data:`IMAGES` to its PNG bytes; ``gradcam``: the gallery of
-    mistakes shows Grad-CAM overlays (the page then says how to read them).
+    mistakes shows Grad-CAM overlays (the page then says how to read them). ``sections``: HTML
+    fragments (already escaped, such as the data doctor's) shown after the evaluation.
     """
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -49,6 +50,7 @@ def report_html(
         *_confused_pairs_section(result),
         *_calibration_section(images),
         *_mistakes_section(result, images, gradcam),
+        *sections,
         '<p class="muted">Files beside this report: metrics.json, per_class.csv, '
         "confusion_matrix.csv, predictions.csv and the PNG images.</p></body></html>",
     ]

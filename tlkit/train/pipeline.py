@@ -34,9 +34,10 @@ from tlkit.train import distributed
 from tlkit.train.activations import ActivationCache, base_group, first_trainable_group
 from tlkit.train.checkpoint import Checkpointer, TrainState, load_checkpoint
 from tlkit.train.context import RunContext
+from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.image_feed import ImageFeed
-from tlkit.train.prepare import check_resume, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
+from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
 from tlkit.train.stage import run_stage
 from tlkit.train.validation import Predictor
 
@@ -59,6 +60,7 @@ class FinetuneResult:
     evaluation: Any = None  # tlkit.evaluation.metrics.EvalResult on the test split, when there is one
     timings: dict = field(default_factory=dict)
     rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
+    doctor: Any = None  # tlkit.diagnosis.DoctorResult of the run's split (data.doctor), from its doctor.json
 
     def __repr__(self) -> str:
         acc = f", test accuracy={self.evaluation.accuracy:.3f}" if self.evaluation is not None else ""
@@ -149,10 +151,16 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
     check_stages_fit(cfg, backbone, device)
+    # the doctor on the split (rank 0; a resumed run was examined when it started): leakage stops here
+    if scanned is not None:
+        dist.on_main(lambda: check_run_dir(cfg))  # an occupied --out is refused before the doctor's work
+    findings = None if scanned is None else dist.on_main(lambda: doctor_run_data(cfg, scanned, backbone, device,
+                                                                                 workers, reporter))
 
     def first_files() -> tuple[Path, Manifest]:
         run_dir = prepare_run_dir(cfg)
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")  # on resume: the run's own, with where it runs now
+        save_findings(findings, rundir.RunDir(run_dir).doctor)
         return run_dir, prepare_data(cfg, run_dir, reporter, scanned)
 
     # rank 0 alone creates the run directory and its first files; every rank gets the path and split
@@ -160,6 +168,8 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     cfg.out = str(run_dir)
     model = _model(cfg, backbone, manifest, device, reporter, dist)
     timings = {"extract_seconds": 0.0, "train_seconds": 0.0}
+    if findings is not None:
+        timings["doctor_seconds"] = float(findings.timings.get("total_seconds", 0.0))
     feed = ImageFeed(manifest, model.preprocessing, workers=workers, device=device, reporter=reporter, dist=dist)
     activations = ActivationCache(FeatureStore(cfg.cache_dir), backbone, model.preprocessing, manifest,
                                   base=base_group(backbone, cfg.recipe.stages), seed=cfg.seed, workers=workers,
@@ -271,7 +281,8 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
         timings["total_seconds"] = time.perf_counter() - t_start
     if ctx.dist.is_main:
         atomic_write_text(ctx.run.timings, json.dumps(timings, indent=2))
-    return FinetuneResult(model, run_dir, cfg, ctx.manifest, ctx.history, evaluation, timings, rank=ctx.dist.rank)
+    return FinetuneResult(model, run_dir, cfg, ctx.manifest, ctx.history, evaluation, timings, rank=ctx.dist.rank,
+                          doctor=load_findings(ctx.run.doctor) if ctx.dist.is_main else None)
 
 
 def _kept_text(kept: dict) -> str:

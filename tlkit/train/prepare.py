@@ -24,7 +24,7 @@ from tlkit.errors import ConfigError, DataError
 from tlkit.models.backbone import Backbone
 from tlkit.train.activations import first_trainable_group
 
-__all__ = ["default_out", "prepare_run_dir", "resume_hint", "check_resume", "check_stages_fit", "scan_data",
+__all__ = ["default_out", "check_run_dir", "prepare_run_dir", "resume_hint", "check_resume", "check_stages_fit", "scan_data",
            "prepare_data", "without_missing"]
 
 
@@ -44,6 +44,12 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
     run_dir = rundir.prepare(out, data=cfg.data.path, overwrite=cfg.overwrite, resume=cfg.resume)
     cfg.out = str(run_dir.path)
     return run_dir.path
+
+
+def check_run_dir(cfg: RunConfig) -> None:
+    """What :func:`prepare_run_dir` would refuse (an occupied --out), raised before any work; nothing is written."""
+    if cfg.out is not None and not cfg.resume:
+        rundir.prepare(Path(cfg.out), data=cfg.data.path, overwrite=cfg.overwrite, resume=False, check_only=True)
 
 
 def resume_hint(cfg: RunConfig, run_dir: Path) -> str:
@@ -94,7 +100,11 @@ def scan_data(cfg: RunConfig, reporter: Reporter) -> Manifest:
                             "out (they are listed in the run directory's skipped.json)")
         manifest = manifest.without(report.bad_files, "unreadable")
         reporter.message(f"skipped {len(report.bad_files)} unreadable file(s); class counts now: {manifest.counts('train')}")
-    fatal = [p for p in report.errors if p.kind not in ("unreadable",)]
+    allowed = ("unreadable", "duplicate-across-splits", "group-leak") if cfg.data.allow_leakage else ("unreadable",)
+    for problem in report.errors:
+        if problem.kind in allowed[1:]:
+            reporter.message(f"warning (--allow-leakage): {problem.message}")
+    fatal = [p for p in report.errors if p.kind not in allowed]
     if fatal:
         raise DataError(fatal[0].message)
     if not manifest.splits.get("train"):
