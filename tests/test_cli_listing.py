@@ -18,6 +18,14 @@ def test_backbones_json_and_no_match() -> None:
     assert none.exit_code == 1 and "no backbone name contains 'no-such-backbone-xyz'" in none.stderr
 
 
+def test_backbones_lists_the_three_packaged_backbones() -> None:
+    result = CliRunner().invoke(app, ["backbones", "--json"])  # the popular set, no filter
+    assert result.exit_code == 0, result.output
+    packaged = [(r["alias"], r["name"], r["input_size"]) for r in json.loads(result.stdout) if r["weights"] == "packaged"]
+    assert packaged == [("efficientnet_lite0", "timm:tf_efficientnet_lite0", 224), ("efficientnet_lite1", "timm:tf_efficientnet_lite1", 240),
+                        ("efficientnet_lite2", "timm:tf_efficientnet_lite2", 260)]
+
+
 def test_timm_test_models_only_when_asked() -> None:
     names = [r["name"] for r in json.loads(CliRunner().invoke(app, ["backbones", "resnet", "--json", "--limit", "2000"]).stdout)]
     assert "timm:test_resnet" not in names and "timm:resnet50" in names

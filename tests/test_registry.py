@@ -18,6 +18,9 @@ from tlkit.models.registry import ALIASES, POPULAR, matching_names, resolve
         ("convnext_tiny", "tv:convnext_tiny", "torchvision", "convnext_tiny", None),
         ("efficientnet_lite0", "timm:tf_efficientnet_lite0", "timm", "tf_efficientnet_lite0", None),
         (" EfficientNet_Lite0 ", "timm:tf_efficientnet_lite0", "timm", "tf_efficientnet_lite0", None),
+        ("efficientnet_lite1", "timm:tf_efficientnet_lite1", "timm", "tf_efficientnet_lite1", None),
+        ("EfficientNet_Lite2", "timm:tf_efficientnet_lite2", "timm", "tf_efficientnet_lite2", None),
+        ("timm:efficientnet_lite1", "timm:efficientnet_lite1", "timm", "efficientnet_lite1", None),  # timm's own, not the alias
         ("timm:resnet18", "timm:resnet18", "timm", "resnet18", None),
         ("timm:convnext_tiny.fb_in1k", "timm:convnext_tiny.fb_in1k", "timm", "convnext_tiny", "fb_in1k"),
         ("test_vit", "timm:test_vit", "timm", "test_vit", None),
@@ -65,3 +68,9 @@ def test_matching_names_lists_the_popular_set_or_aliases_then_torchvision_then_t
     sources = [n.split(":")[0] if ":" in n else "alias" for n in names]
     assert sources == sorted(sources, key=["alias", "tv", "timm"].index)
     assert "timm:tf_efficientnet_lite0" in names and all("lite0" in n for n in names)
+
+
+def test_the_packaged_aliases_are_popular_and_listed_first() -> None:
+    lites = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert list(POPULAR[:3]) == lites
+    assert matching_names("efficientnet_lite")[:3] == lites

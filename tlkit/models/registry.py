@@ -5,7 +5,8 @@ Naming rule (documented in the README):
 * ``tv:NAME`` or ``torchvision:NAME``: a torchvision classification model, its ``DEFAULT`` weights.
 * ``timm:NAME`` (``NAME`` may carry a pretrained tag, ``timm:convnext_tiny.fb_in1k``): a timm model.
 * a bare name is looked up in this order: tlkit's aliases (``efficientnet_lite0`` means
-  ``timm:tf_efficientnet_lite0``, whose ImageNet weights ship in a Python package), then torchvision,
+  ``timm:tf_efficientnet_lite0``, whose ImageNet weights ship in a Python package; likewise
+  ``efficientnet_lite1`` and ``efficientnet_lite2``), then torchvision,
   then timm. So ``resnet18`` is torchvision's ResNet-18 and ``convnext_tiny`` torchvision's ConvNeXt;
   say ``timm:resnet18`` for timm's.
 
@@ -24,11 +25,15 @@ from tlkit.errors import BackboneError
 #: Bare names that mean something more specific to tlkit.
 ALIASES: dict[str, str] = {
     "efficientnet_lite0": "timm:tf_efficientnet_lite0",
+    "efficientnet_lite1": "timm:tf_efficientnet_lite1",
+    "efficientnet_lite2": "timm:tf_efficientnet_lite2",
 }
 
 #: Shown by ``tlkit backbones`` when no filter is given: small, proven ImageNet backbones.
 POPULAR: tuple[str, ...] = (
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "resnet18",
     "resnet50",
     "efficientnet_b0",
