@@ -71,8 +71,8 @@ def doctor_command(
     folds: Annotated[int, typer.Option(help="Folds of the out-of-fold probes.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the split (class folders) and of the folds.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as one JSON object.")] = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write doctor.json, relabel.csv, duplicates.csv, "
-                                                    "outliers.csv and learning-curve files here (outside DATA).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write doctor.html, doctor.json, relabel.csv, "
+                                                    "duplicates.csv, outliers.csv and learning-curve files here (outside DATA).")] = None,
     top: Annotated[int, typer.Option(help="Rows per table in the terminal.")] = 20,
     offline: Annotated[bool, typer.Option(help="Never download weights (also TLKIT_OFFLINE=1).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
