@@ -123,22 +123,39 @@ def test_learning_curve_plot_stays_importable_from_the_writer(tmp_path: Path) ->
     assert learning_curve_png(hand_result(tmp_path)).startswith(b"\x89PNG")
 
 
-@pytest.mark.usefixtures("one_torch_thread")
-def test_doctor_end_to_end_writes_doctor_html(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def doctored(tmp_path_factory: pytest.TempPathFactory, one_torch_thread) -> tuple[Path, Path, DoctorResult]:  # noqa: ANN001
+    """A class named ``<script>``, a copy across classes, an unreadable file; the doctor run once on it."""
     from conftest import _make_color_dataset
 
-    data = _make_color_dataset(tmp_path / "data", {"red": 8, "green": 8, EVIL: 8})
+    base = tmp_path_factory.mktemp("doctor_html")
+    data = _make_color_dataset(base / "data", {"red": 8, "green": 8, EVIL: 8})
     shutil.copyfile(data / "red" / "img_01.png", data / "green" / "copy_of_red_01.png")  # a label conflict
     (data / "red" / "broken.png").write_bytes(b"\x89PNG truncated")  # unreadable: a warning
-    result = tlkit.doctor(data, cache_dir=tmp_path / "cache", backbone="timm:test_resnet", pretrained=False,
-                          image_size=32)
+    result = tlkit.doctor(data, cache_dir=base / "cache", backbone="timm:test_resnet", pretrained=False, image_size=32)
+    return data, base / "cache", result
+
+
+def test_doctor_end_to_end_writes_doctor_html(doctored, tmp_path: Path) -> None:  # noqa: ANN001
+    _, _, result = doctored
     written = write_doctor_report(result, tmp_path / "out")
-    assert tmp_path / "out" / "doctor.html" in written and (tmp_path / "out" / "learning_curves.png").is_file()
+    assert written[-1] == tmp_path / "out" / "doctor.html" and (tmp_path / "out" / "learning_curves.png").is_file()
     page = (tmp_path / "out" / "doctor.html").read_text(encoding="utf-8")
     assert "http" not in page and "<script" not in page.lower() and "&lt;script&gt;" in page
     assert "copy_of_red_01.png" in page and "label-conflict" in page and "broken.png" in page
     assert page.count('src="data:image/jpeg;base64,') >= 2 and 'src="data:image/png;base64,' in page
     if result.suspect_labels:
-        first = result.suspect_labels[0].path
         gallery = page.split("<h2>Suspect labels</h2>")[1]
-        assert re.search(r'<div class="path">([^<]+)</div>', gallery).group(1) == escape(first)
+        assert re.search(r'<div class="path">([^<]+)</div>', gallery).group(1) == escape(result.suspect_labels[0].path)
+
+
+def test_cli_lists_doctor_html(doctored, tmp_path: Path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from tlkit.cli import app
+
+    data, cache, _ = doctored
+    res = CliRunner().invoke(app, ["doctor", str(data), "--backbone", "timm:test_resnet", "--no-pretrained",
+                                   "--image-size", "32", "--cache-dir", str(cache), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output  # the planted label conflict
+    assert "doctor.html" in res.stdout and (tmp_path / "out" / "doctor.html").is_file()

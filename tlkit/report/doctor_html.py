@@ -32,6 +32,7 @@ THUMB_PX = 96
 DOCTOR_CSS = f"""
 .tlkit .scroll {{ overflow-x: auto; max-width: 100%; }}
 .tlkit .scroll table {{ margin: 0; }}
+.tlkit .scroll td.name, .tlkit .scroll th.name {{ overflow-wrap: normal; min-width: 5em; }}
 .tlkit .card.bad {{ border-color: #d9534f; background: #fdecea; }}
 .tlkit .card.good .v {{ color: #2e7d32; }}
 .tlkit .thumb {{ width: {THUMB_PX}px; height: {THUMB_PX}px; object-fit: contain; display: block;
@@ -48,6 +49,9 @@ DOCTOR_CSS = f"""
 .tlkit .tile .path {{ color: #444; }}
 .tlkit .error {{ color: #b71c1c; font-weight: 600; }}
 .tlkit .warning {{ color: #8a5a00; }}
+.tlkit .warn {{ overflow-wrap: anywhere; }}
+.tlkit td.tag, .tlkit th.tag {{ text-align: left; vertical-align: top; white-space: nowrap; }}
+@media (max-width: 600px) {{ .tlkit .card {{ min-width: 0; flex: 1 1 40%; }} }}
 .tlkit .flag {{ background: #fdecea; color: #b71c1c; border-radius: 3px; padding: 0 4px; }}
 """
 
@@ -206,13 +210,14 @@ def _duplicates_section(pairs: list[DuplicatePair], thumbs: _Thumbnails, max_ite
     pairs = sorted(pairs, key=lambda p: p.severity != "error")  # stable: the doctor's order within each
     parts.append('<p class="muted">Errors first: leakage (the same picture in two splits) and label conflicts '
                  "(the same picture in two classes); then copies within one split.</p>")
+    # The finding and its numbers share the first cell, so both pictures fit beside it on a phone.
     rows = "".join(
-        f'<tr><td class="name"><span class="{p.severity}">{escape(p.finding)}</span></td><td>{escape(p.kind)}</td>'
-        f"<td>{p.similarity:.3f}</td><td>{p.hamming}</td>"
+        f'<tr><td class="tag"><span class="{p.severity}">{escape(p.finding)}</span>'
+        f'<div class="muted">{escape(p.kind)} copy</div><div class="muted">similarity {p.similarity:.3f}</div>'
+        f'<div class="muted" title="bits that differ between the perceptual hashes">hash bits {p.hamming}</div></td>'
         f"{_file_cell(thumbs, p.paths[0], p.splits[0], p.labels[0])}{_file_cell(thumbs, p.paths[1], p.splits[1], p.labels[1])}</tr>"
         for p in pairs[:max_items])
-    parts.append('<div class="scroll"><table><tr><th class="name">finding</th><th>kind</th><th>similarity</th>'
-                 f'<th title="bits that differ between the perceptual hashes">hash bits</th><th class="name">file</th>'
+    parts.append('<div class="scroll"><table class="pairs"><tr><th class="tag">finding</th><th class="name">file</th>'
                  f'<th class="name">copy</th></tr>{rows}</table></div>')
     return [*parts, _more(min(len(pairs), max_items), len(pairs), "duplicates.csv")]
 
