@@ -77,8 +77,8 @@ def doctor_command(
         "--group-by", help="Keep groups in one split and one fold, as finetune does: 'subfolder', a CSV of "
         "path,group, or a regular expression on the file name; a group in two splits is leakage.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as one JSON object.")] = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write doctor.json, relabel.csv, duplicates.csv, "
-                                                    "outliers.csv and learning-curve files here (outside DATA).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write doctor.html, doctor.json, relabel.csv, "
+                                                    "duplicates.csv, outliers.csv and learning-curve files here (outside DATA).")] = None,
     top: Annotated[int, typer.Option(help="Rows per table in the terminal.")] = 20,
     offline: Annotated[bool, typer.Option(help="Never download weights (also TLKIT_OFFLINE=1).")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",

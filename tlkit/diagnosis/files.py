@@ -1,9 +1,9 @@
 """Writing the doctor's findings to a folder: doctor.json, relabel.csv, duplicates.csv, outliers.csv,
-learning_curves.csv and learning_curves.png. Every file is written atomically (temp file + rename)."""
+learning_curves.csv, learning_curves.png and doctor.html (drawn by :mod:`tlkit.report.doctor_html`, with
+thumbnails read from the data folder). Every file is written atomically (temp file + rename)."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from tlkit._io import atomic_write_bytes, csv_bytes, json_bytes
 from tlkit.data.relabel import HEADER, RELABEL_CONFIDENCE
 from tlkit.diagnosis.result import DoctorResult
 from tlkit.errors import ConfigError
+from tlkit.report.doctor_html import doctor_page_html, learning_curve_png, thumbnail_loader
 
 
 def relabel_rows(result: DoctorResult) -> list[list[object]]:
@@ -18,30 +19,6 @@ def relabel_rows(result: DoctorResult) -> list[list[object]]:
     flags the image and the probes give the suggested class at least RELABEL_CONFIDENCE, else "review"."""
     return [[s.path, s.given, s.suggested, f"{s.score:.4f}",
              "relabel" if s.flagged and s.confidence >= RELABEL_CONFIDENCE else "review"] for s in result.suspect_labels]
-
-
-def learning_curve_png(result: DoctorResult) -> bytes:
-    """Recall per class against the training images used (log scale), as PNG bytes (no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 4.8), dpi=110)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    for curve in result.learning_curves:
-        style = "-" if curve.would_gain else ":"
-        axes.plot(curve.train_images, curve.recall, style, marker="o", ms=3,
-                  label=f"{curve.class_name} ({curve.slope:+.3f}/doubling)")
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("training images of the class (per fold's probe)")
-    axes.set_ylabel("out-of-fold recall")
-    axes.set_title("learning curves (solid: would gain from more images)")
-    axes.grid(True, alpha=0.3)
-    if result.learning_curves:
-        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def check_out_dir(out: str | os.PathLike, data: str | os.PathLike) -> None:
@@ -53,7 +30,8 @@ def check_out_dir(out: str | os.PathLike, data: str | os.PathLike) -> None:
 
 
 def write_doctor_report(result: DoctorResult, out: str | os.PathLike) -> list[Path]:
-    """Write the findings into ``out`` (created; never inside the data folder) and return the files written."""
+    """Write the findings into ``out`` (created; never inside the data folder) and return the files written,
+    doctor.html last (the page to open)."""
     check_out_dir(out, result.root)
     folder = Path(out)
     files = {
@@ -71,8 +49,12 @@ def write_doctor_report(result: DoctorResult, out: str | os.PathLike) -> list[Pa
                                          [[c.class_name, c.images, *(f"{r:.4f}" for r in c.recall), f"{c.slope:.4f}",
                                            c.would_gain] for c in result.learning_curves]),
     }
-    if result.learning_curves:
-        files["learning_curves.png"] = learning_curve_png(result)
+    curves_png = learning_curve_png(result) if result.learning_curves else None
+    if curves_png is not None:
+        files["learning_curves.png"] = curves_png
+    title = f"tlkit doctor: {Path(result.root).name or result.root}"
+    files["doctor.html"] = doctor_page_html(result, title, load_thumbnail=thumbnail_loader(result.root),
+                                            curves_png=curves_png).encode("utf-8")
     written = []
     for name, data in files.items():
         atomic_write_bytes(folder / name, data)
