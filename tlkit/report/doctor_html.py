@@ -125,7 +125,7 @@ def doctor_section_html(result: DoctorResult, *, load_thumbnail: ThumbnailLoader
     thumbs = _Thumbnails(load_thumbnail)
     return "".join([
         f'<div class="tlkit"><style>{FRAGMENT_CSS}{DOCTOR_CSS}</style>',
-        _about(result), _cards(result), _warnings(result),
+        _about(result), _cards(result), _warnings(result), _group_leaks(result),
         *_duplicates_section(result.near_duplicates, thumbs, max_items),
         *_suspects_section(result.suspect_labels, thumbs, max_items),
         *_outliers_section(result.outliers, thumbs, max_items),
@@ -153,6 +153,25 @@ class _Thumbnails:
             return f'<div class="thumb none" role="img" aria-label="{escape(path)} (unreadable)">no preview</div>'
         encoded = base64.b64encode(data).decode("ascii")
         return f'<img class="thumb" alt="{escape(path)}" src="data:image/{kind};base64,{encoded}">'
+
+
+def run_section_html(result: DoctorResult, data_root: str | os.PathLike, max_items: int = 24) -> str:
+    """The doctor's section of a run's report.html: a heading and :func:`doctor_section_html`, with
+    thumbnails read from ``data_root`` (where the run's data is now)."""
+    return ("<h2>Data doctor</h2>"
+            '<p class="muted">The run\'s own split, examined before training (tlkit doctor DATA shows the same; '
+            "doctor.json beside this report has every finding).</p>"
+            + doctor_section_html(result, load_thumbnail=thumbnail_loader(data_root), max_items=max_items))
+
+
+def _group_leaks(result: DoctorResult) -> str:
+    """--group-by groups with images in two splits (leakage), one line each."""
+    if not result.group_leaks:
+        return ""
+    items = "".join(f"<li>group <b>{escape(str(g['group']))}</b> in {escape(' and '.join(g['splits']))}: "
+                    f"{escape(', '.join(g['paths'][:4]))}{' ...' if len(g['paths']) > 4 else ''}</li>"
+                    for g in result.group_leaks[:50])
+    return f'<div class="warn">Groups (--group-by) with images in two splits (leakage):<ul>{items}</ul></div>'
 
 
 def _more(shown: int, total: int, file: str) -> str:

@@ -297,9 +297,11 @@ def _kept_text(kept: dict) -> str:
 
 
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
+    from tlkit.report.doctor_html import run_section_html
     from tlkit.report.files import write_run_report
 
     backbone, pre = ctx.model.backbone, ctx.model.preprocessing
+    findings = load_findings(ctx.run.doctor)
     write_run_report(evaluation, ctx.model, ctx.run.path, title=f"tlkit: {Path(ctx.cfg.data.path).name}",
                      extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
                             "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
@@ -307,4 +309,5 @@ def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
                             "kept weights": _kept_text(ctx.kept),
                             "validation (kept weights)": {k: round(v, 4) for k, v in ctx.kept.items()
                                                           if k.startswith("val_")},
-                            "split": {s: len(v) for s, v in ctx.manifest.splits.items()}})
+                            "split": {s: len(v) for s, v in ctx.manifest.splits.items()}},
+                     sections=() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))
