@@ -29,9 +29,11 @@ def test_blockwise_search_finds_the_same_pairs_whatever_the_block() -> None:
     whole = near_candidates(unit, signed, thumbs, DEFAULT_RULE, block=1024)
     for block in (1, 3, 7, 16):
         found = near_candidates(unit, signed, thumbs, DEFAULT_RULE, block=block)
-        assert [(i, j, h) for i, j, _, h in found] == [(i, j, h) for i, j, _, h in whole]
-        assert [c for _, _, c, _ in found] == pytest.approx([c for _, _, c, _ in whole])
-    assert [(i, j) for i, j, _, _ in whole] == [(3, 7), (3, 41), (7, 41)]
+        assert [(i, j, h) for i, j, _, h, _ in found] == [(i, j, h) for i, j, _, h, _ in whole]
+        assert [c for _, _, c, _, _ in found] == pytest.approx([c for _, _, c, _, _ in whole])
+        assert [r for *_, r in found] == pytest.approx([r for *_, r in whole])
+    assert [(i, j) for i, j, *_ in whole] == [(3, 7), (3, 41), (7, 41)]
+    assert [r for *_, r in whole] == pytest.approx([1.0, 1.0, 1.0])  # the thumbnails' correlation comes back too
 
 
 def test_hamming_matrix_counts_differing_bits() -> None:
@@ -104,3 +106,21 @@ def test_robust_z_and_a_far_image() -> None:
     found = find_outliers(features, labels, 3, contrast)
     assert [(o.row, o.reason) for o in found[:2]] == [(30, "blank"), (13, "far from every class")]
     assert len(found) <= 1 + 5
+
+
+def test_a_pair_is_an_error_only_when_it_is_a_copy_for_certain() -> None:
+    """Leakage and label conflicts are errors for exact copies and copies whose pixels did not move;
+    pairs only the features or the hash call alike are 'possible-...' warnings (and do not stop a run)."""
+    from tlkit.diagnosis.result import CERTAIN_CORRELATION, DoctorResult, DuplicatePair
+
+    split, same = ("train", "test"), ("a", "a")
+    exact = DuplicatePair(("x", "y"), "exact", 1.0, 0, split, same)
+    resized = DuplicatePair(("x", "y"), "near", 0.8, 2, split, same, CERTAIN_CORRELATION + 0.002)
+    alike = DuplicatePair(("x", "y"), "near", 0.97, 12, split, same, 0.99)
+    conflict = DuplicatePair(("x", "y"), "near", 0.97, 12, ("train", "train"), ("a", "b"), 0.99)
+    assert [p.severity for p in (exact, resized, alike, conflict)] == ["error", "error", "warning", "warning"]
+    assert [p.finding for p in (exact, resized, alike, conflict)] == ["leakage", "leakage", "possible-leakage",
+                                                                      "possible-label-conflict"]
+    assert DoctorResult("r", ["a"], {}, near_duplicates=[alike, conflict]).ok
+    assert not DoctorResult("r", ["a"], {}, near_duplicates=[alike, resized]).ok
+    assert alike.to_dict()["certain"] is False and resized.to_dict()["pixel_correlation"] == resized.correlation

@@ -19,14 +19,20 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RECIPE = {"name": "probe", "stages": [{"kind": "probe", "epochs": 2, "lr": 0.01}]}
 
 
-def _split_folders(tmp_path: Path, make_color_dataset) -> Path:  # noqa: ANN001
-    """train/<class>/ (10 each) and test/<class>/ (4 each) of the conftest colours."""
+def _split_folders(tmp_path: Path) -> Path:
+    """train/<class>/ (10 each) and test/<class>/ (4 each): a colour per class with a smooth random
+    pattern (distinct pictures whose pixels a resized copy keeps)."""
+    import numpy as np
+
     data = tmp_path / "data"
-    make_color_dataset(data / "train")
-    for name in ("red", "green", "blue"):
-        (data / "test" / name).mkdir(parents=True)
-        for i in range(6, 10):
-            shutil.move(data / "train" / name / f"img_{i:02d}.png", data / "test" / name / f"img_{i:02d}.png")
+    for ci, (name, color) in enumerate({"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}.items()):
+        for i in range(14):
+            folder = data / ("train" if i < 10 else "test") / name
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(100 * ci + i)
+            pattern = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).resize((48, 48), Image.BICUBIC)
+            shade = np.asarray(pattern, dtype=np.float32)[..., None] / 255.0 - 0.5
+            Image.fromarray(np.clip(np.array(color) + 120 * shade, 0, 255).astype(np.uint8)).save(folder / f"img_{i:02d}.png")
     return data
 
 
@@ -38,8 +44,8 @@ def _near_copy(source: Path, target: Path) -> None:
 
 
 def test_a_near_copy_across_splits_stops_the_run_before_its_folder_unless_allowed(
-        tmp_path: Path, make_color_dataset, fast_kwargs) -> None:  # noqa: ANN001
-    data = _split_folders(tmp_path, make_color_dataset)
+        tmp_path: Path, fast_kwargs) -> None:  # noqa: ANN001
+    data = _split_folders(tmp_path)
     _near_copy(data / "train" / "red" / "img_00.png", data / "test" / "red" / "copy.jpg")
     with pytest.raises(DataError, match=r"leak.*train/red/img_00.png.*--allow-leakage"):
         tlkit.finetune(data, recipe=RECIPE, **fast_kwargs)
@@ -55,8 +61,8 @@ def test_a_near_copy_across_splits_stops_the_run_before_its_folder_unless_allowe
 
 
 def test_an_exact_copy_across_splits_is_refused_by_the_check_and_allowed_with_the_option(
-        tmp_path: Path, make_color_dataset, fast_kwargs) -> None:  # noqa: ANN001
-    data = _split_folders(tmp_path, make_color_dataset)
+        tmp_path: Path, fast_kwargs) -> None:  # noqa: ANN001
+    data = _split_folders(tmp_path)
     shutil.copyfile(data / "train" / "blue" / "img_01.png", data / "test" / "blue" / "same.png")
     with pytest.raises(DataError, match="identical files in train and test"):
         tlkit.finetune(data, recipe=RECIPE, **fast_kwargs)

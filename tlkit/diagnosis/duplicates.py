@@ -73,6 +73,7 @@ class Pair:
     kind: str  # "exact" | "near"
     similarity: float  # cosine of the centred features; 1.0 for exact copies
     hamming: int  # bits that differ between the perceptual hashes
+    correlation: float = 1.0  # of the blurred 32x32 grey thumbnails (1.0 for exact copies)
 
 
 def exact_groups(table: ImageTable) -> list[list[int]]:
@@ -113,22 +114,23 @@ BLOCK_ELEMENTS = 1 << 25
 
 
 def near_candidates(unit: torch.Tensor, bits: torch.Tensor, thumbs: torch.Tensor, rule: DuplicateRule,
-                    block: int | None = None) -> list[tuple[int, int, float, int]]:
-    """``(i, j, cosine, hamming)`` with ``i < j`` for every pair the rule accepts, block by block
+                    block: int | None = None) -> list[tuple[int, int, float, int, float]]:
+    """``(i, j, cosine, hamming, thumbnail correlation)`` with ``i < j`` for every pair the rule accepts, block by block
     (``block`` rows at a time; default: as many as keep each matrix under BLOCK_ELEMENTS values)."""
-    found: list[tuple[int, int, float, int]] = []
+    found: list[tuple[int, int, float, int, float]] = []
     n = len(unit)
     block = block or max(16, min(1024, BLOCK_ELEMENTS // max(n, 1)))
     for start in range(0, n, block):
         stop = min(n, start + block)
         cos = unit[start:stop] @ unit[start:].T  # this block against itself and every later row
         ham = hamming_matrix(bits[start:stop], bits[start:])
-        hit = rule.accepts(cos, ham, thumbs[start:stop] @ thumbs[start:].T)
+        corr = thumbs[start:stop] @ thumbs[start:].T
+        hit = rule.accepts(cos, ham, corr)
         rows, cols = torch.nonzero(hit, as_tuple=True)
         keep = cols > rows  # upper triangle of the block's square part, and everything after it
         rows, cols = rows[keep], cols[keep]
         for r, c in zip(rows.tolist(), cols.tolist()):
-            found.append((start + r, start + c, float(cos[r, c]), int(ham[r, c])))
+            found.append((start + r, start + c, float(cos[r, c]), int(ham[r, c]), float(corr[r, c])))
     return found
 
 
@@ -146,8 +148,8 @@ def find_duplicates(table: ImageTable, rule: DuplicateRule = DEFAULT_RULE, *, bl
     if len(reps) > 1:
         index = torch.tensor(reps, dtype=torch.long)
         thumbs = torch.from_numpy(table.thumbnails)[index]
-        for i, j, cos, ham in near_candidates(table.unit_features()[index], bits[index], thumbs, rule, block):
+        for i, j, cos, ham, corr in near_candidates(table.unit_features()[index], bits[index], thumbs, rule, block):
             for a in members[reps[i]]:  # every copy of one picture against every copy of the other
                 for b in members[reps[j]]:
-                    pairs.append(Pair(min(a, b), max(a, b), "near", round(cos, 4), ham))
+                    pairs.append(Pair(min(a, b), max(a, b), "near", round(cos, 4), ham, round(corr, 4)))
     return sorted(pairs, key=lambda p: (p.first, p.second))

@@ -103,7 +103,8 @@ def fold_groups(table: ImageTable, pairs: list[Pair], warnings: list[str]) -> np
 def _pairs(table: ImageTable, pairs: list[Pair]) -> list[DuplicatePair]:
     found = [DuplicatePair((table.rels[p.first], table.rels[p.second]), p.kind, p.similarity, p.hamming,
                            (table.splits[p.first], table.splits[p.second]),
-                           (table.classes[table.labels[p.first]], table.classes[table.labels[p.second]])) for p in pairs]
+                           (table.classes[table.labels[p.first]], table.classes[table.labels[p.second]]), p.correlation)
+             for p in pairs]
     # errors first (label conflicts, leakage), then the most similar, then by path
     return sorted(found, key=lambda d: (d.severity != "error", -d.similarity, d.paths))
 

@@ -41,8 +41,12 @@ def probe_inputs(features: torch.Tensor, max_dim: int = PROBE_DIM) -> np.ndarray
     dim = int(min(max_dim, x.shape[0] - 1, x.shape[1]))
     if dim < 1:
         return x.numpy()
-    _, vectors = torch.linalg.eigh((x.T @ x).double())
-    z = x @ vectors[:, -dim:].flip(1).float()  # largest eigenvalues first
+    try:
+        _, vectors = torch.linalg.eigh((x.T @ x).double())
+        top = vectors[:, -dim:].flip(1)  # largest eigenvalues first
+    except torch.linalg.LinAlgError:  # ill-conditioned (many repeated eigenvalues): the SVD of the data converges
+        top = torch.linalg.svd(x.double(), full_matrices=False).Vh[:dim].T
+    z = x @ top.float()
     return (z / z.std(0, unbiased=False).pow(2).mean().sqrt().clamp_min(1e-6)).numpy()
 
 

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
 __all__ = ["doctor_run_data", "save_findings", "load_findings", "leakage_text"]
 
 
-def leakage_text(result: DoctorResult, limit: int = 3) -> str:
-    """The leaks of ``result`` in one line: the first pairs or groups, and how many more."""
+def leakage_text(pairs: list, groups: list[dict], limit: int = 3) -> str:
+    """Leaking pairs and groups in one line: the first few, and how many more."""
     shown = [f"{a} ({sa}) ~ {b} ({sb}), {p.kind}, similarity {p.similarity:.3f}"
-             for p in result.leaks[:limit] for (a, b), (sa, sb) in [(p.paths, p.splits)]]
-    shown += [f"group {g['group']!r} in {' and '.join(g['splits'])}" for g in result.group_leaks[:max(0, limit - len(shown))]]
-    more = len(result.leaks) + len(result.group_leaks) - len(shown)
+             for p in pairs[:limit] for (a, b), (sa, sb) in [(p.paths, p.splits)]]
+    shown += [f"group {g['group']!r} in {' and '.join(g['splits'])}" for g in groups[:max(0, limit - len(shown))]]
+    more = len(pairs) + len(groups) - len(shown)
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
@@ -69,15 +69,23 @@ def doctor_run_data(cfg: RunConfig, manifest: Manifest, backbone: Backbone, devi
                      f"{len(result.label_conflicts)} across classes), {len(result.suspect_labels)} suspect label(s), "
                      f"{len(result.outliers)} outlier(s) in {result.timings.get('total_seconds', 0):.1f}s; "
                      "details in the run's report.html and doctor.json")
-    leaks = len(result.leaks) + len(result.group_leaks)
+    certain = [p for p in result.leaks if p.certain]
+    leaks = len(certain) + len(result.group_leaks)
     if leaks and not cfg.data.allow_leakage:
         raise DataError(f"{leaks} leak(s) between splits: the same picture (or --group-by group) in two splits "
-                        f"inflates the test figures: {leakage_text(result)}. Remove the copies (see `tlkit doctor "
-                        f"{cfg.data.path}`), keep related images together with --group-by, or pass --allow-leakage "
-                        "to train anyway (the report then lists the leaks)")
+                        f"inflates the test figures: {leakage_text(certain, result.group_leaks)}. Remove the copies "
+                        f"(see `tlkit doctor {cfg.data.path}`), keep related images together with --group-by, or pass "
+                        "--allow-leakage to train anyway (the report then lists the leaks)")
     if leaks:
-        reporter.message(f"warning: training with {leaks} leak(s) between splits (--allow-leakage): {leakage_text(result)}")
-    for pair in result.label_conflicts[:3]:
+        reporter.message(f"warning: training with {leaks} leak(s) between splits (--allow-leakage): "
+                         f"{leakage_text(certain, result.group_leaks)}")
+    possible = [p for p in result.leaks if not p.certain]
+    if possible:  # features or hashes alike, pixels not: a crop, or two pictures that look the same; not refused
+        reporter.message(f"warning: {len(possible)} possible copies across splits (alike, not the same pixels; "
+                         f"review them in the report): {leakage_text(possible, [])}")
+    for warning in result.warnings[:5]:
+        reporter.message(f"warning: doctor: {warning}")
+    for pair in [p for p in result.label_conflicts if p.certain][:3]:
         reporter.message(f"warning: the same picture has two labels: {pair.paths[0]} ({pair.labels[0]}) and "
                          f"{pair.paths[1]} ({pair.labels[1]}); fix one with --labels relabel.csv")
     return result
