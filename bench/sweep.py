@@ -52,7 +52,7 @@ def markdown(args: argparse.Namespace, result: object, cold: float, warm: float,
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result.results:
         versus = "best" if r.diff_ci is None else f"{r.diff_vs_best:+.3f} [{r.diff_ci[0]:+.3f}, {r.diff_ci[1]:+.3f}]"
-        rate = f"{r.images_per_second:.1f}" if r.images_per_second is not None else "not measured"
+        rate = f"{r.images_per_second:.1f}"
         lines.append(f"| {r.rank} | {r.backbone} | {r.accuracy:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}] | "
                      f"{r.balanced_accuracy:.3f} | {versus} | {r.params / 1e6:.2f}M | {r.feature_dim} | {r.input_size} | "
                      f"{rate} | {r.latency_ms:.1f} |")

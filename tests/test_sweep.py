@@ -80,6 +80,11 @@ def test_second_sweep_reads_the_cache(swept: tuple[Path, Path, SweepResult]) -> 
         assert r.accuracy == by_name[r.canonical].accuracy and r.ci == by_name[r.canonical].ci
         assert r.images_per_second_source == "earlier measurement"
         assert r.images_per_second == pytest.approx(by_name[r.canonical].images_per_second)
+    # features cached by another command leave no measurement: a small uncached sample is timed
+    (cache / "sweep-throughput.json").unlink()
+    sampled = tlkit.sweep(data, cache_dir=cache, **{**TINY, "backbones": "timm:test_resnet"}).best
+    assert sampled.features_computed == 0 and sampled.images_per_second > 0
+    assert sampled.images_per_second_source == "measured now on 24 images"
 
 
 def test_default_backbones_are_those_with_weights_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -130,7 +135,7 @@ def test_more_folds_than_the_smallest_class(tmp_path: Path, make_color_dataset) 
 def score(name: str, accuracy: float, latency: float, diff_ci: tuple[float, float] | None = None) -> BackboneScore:
     s = BackboneScore(backbone=name, canonical=f"timm:{name}", accuracy=accuracy, ci=(accuracy - 0.05, accuracy + 0.05),
                       fold_accuracies=[accuracy], balanced_accuracy=accuracy, params=1, feature_dim=8, input_size=32,
-                      images_per_second=None, images_per_second_source="not measured", latency_ms=latency,
+                      images_per_second=100.0, images_per_second_source="measured now", latency_ms=latency,
                       weights_source="none", features_computed=0)
     if diff_ci is not None:
         s.diff_vs_best, s.diff_ci, s.significantly_worse = -0.01, diff_ci, diff_ci[1] < 0

@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from tlkit.selection.result import SweepResult
 
 
-def _rate(value: float | None, source: str) -> str:
-    if value is None:
-        return "not measured"
-    return f"{value:,.0f}" + ("" if source == "measured now" else " (earlier)")
+def _rate(value: float, source: str) -> str:
+    """Images per second, marked when not measured on this call's extraction."""
+    if source == "earlier measurement":
+        return f"{value:,.0f} (earlier)"
+    return f"{value:,.0f}" + ("" if source == "measured now" else " (sample)")
 
 
 def print_sweep(result: SweepResult, console: Console) -> None:

@@ -30,8 +30,8 @@ class BackboneScore:
     params: int  # parameters of the backbone (as ``tlkit backbones`` counts them)
     feature_dim: int
     input_size: int
-    images_per_second: float | None  # feature extraction throughput (see ``images_per_second_source``)
-    images_per_second_source: str  # "measured now", "earlier measurement" or "not measured"
+    images_per_second: float  # feature extraction throughput (see ``images_per_second_source``)
+    images_per_second_source: str  # "measured now", "earlier measurement" or "measured now on N images" (a sample)
     latency_ms: float  # median batch-1 forward of backbone + linear head
     weights_source: str
     features_computed: int  # images that went through the backbone in this call (0: all from the cache)
@@ -128,7 +128,7 @@ def recommend(ranked: list[BackboneScore], data: str, *, image_size: int | None 
         low, high = fastest.diff_ci or (0.0, 0.0)
         reason = (f"{best.backbone} is the most accurate ({best.accuracy:.3f}), but not significantly better than "
                   f"{fastest.backbone} ({fastest.accuracy:.3f}; difference {fastest.diff_vs_best:+.3f}, 95% CI "
-                  f"[{low:+.3f}, {high:+.3f}]), which predicts {best.latency_ms / fastest.latency_ms:.1f}x faster "
+                  f"[{low:+.3f}, {high:+.3f}]), which is {best.latency_ms / fastest.latency_ms:.1f}x faster "
                   f"({fastest.latency_ms:.1f} ms against {best.latency_ms:.1f} ms per image): {fastest.backbone} "
                   "for the speed, or " + finetune_command(data, best.backbone, image_size=image_size, seed=seed)
                   + " for the last bit of accuracy")
@@ -139,11 +139,10 @@ def recommend(ranked: list[BackboneScore], data: str, *, image_size: int | None 
             reason = f"{best.backbone} is the only backbone swept ({best.accuracy:.3f})"
         elif tied:
             reason = (f"{best.backbone} is the most accurate ({best.accuracy:.3f}); "
-                      f"{', '.join(s.backbone for s in tied)} not significantly worse but not "
-                      f"{MIN_SPEEDUP}x faster either")
+                      f"{', '.join(s.backbone for s in tied)} not significantly worse, but none is at least "
+                      f"{MIN_SPEEDUP}x faster")
         else:
-            reason = (f"{best.backbone} is the most accurate ({best.accuracy:.3f}) and significantly better "
-                      "than every other backbone swept (or more than "
-                      f"{MAX_ACCURACY_DROP:.2f} ahead)")
+            reason = (f"{best.backbone} is the most accurate ({best.accuracy:.3f}); every other backbone swept is "
+                      f"significantly worse on the same images or more than {MAX_ACCURACY_DROP:.2f} behind")
     return Recommendation(chosen.backbone, finetune_command(data, chosen.backbone, image_size=image_size, seed=seed),
                           reason)

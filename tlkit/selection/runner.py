@@ -25,7 +25,7 @@ from tlkit.models.heads import HeadSpec, make_head
 from tlkit.selection.candidates import Candidate, choose
 from tlkit.selection.result import BackboneScore, SweepResult, rank, recommend
 from tlkit.selection.scoring import LEVEL, FoldPlan, paired_difference, plan, probe_scores
-from tlkit.selection.timing import LATENCY_REPEATS, ThroughputLog, predict_latency_ms
+from tlkit.selection.timing import LATENCY_REPEATS, ThroughputLog, predict_latency_ms, sample_throughput
 from tlkit.train.feature_store import FeatureStore, content_ids, default_cache_dir
 
 #: splits the probes train and score on (test stays unseen)
@@ -103,6 +103,11 @@ def score_backbone(candidate: Candidate, paths: list[str], labels: np.ndarray, n
     features = features.reshape(len(paths), -1)
     key = f"{store.key(net, preprocessing, net.num_groups, 'none', 0, 0)}:{device.type}"
     rate, rate_source = throughput.resolve(key, stats.computed, stats.seconds)
+    if rate is None:  # cached by another command: time a small uncached sample
+        rate, sampled = sample_throughput(net, preprocessing, paths, device, batch_size=options.batch_size,
+                                          workers=options.workers)
+        throughput.record(key, rate, sampled)
+        rate_source = f"measured now on {sampled} images"
     scores = probe_scores(features, labels, n_classes, folds, seed=options.seed)
     head = make_head(HeadSpec("linear", net.feature_dim, n_classes))
     latency = predict_latency_ms(nn.Sequential(net, head), preprocessing.input_size, device)
