@@ -23,9 +23,11 @@ def sweep(*args: str) -> object:
 
 
 def one_error_line(result: object) -> str:
+    """The one ``error:`` line, last on stderr (progress lines may come before it), and exit code 1."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
+    errors = [line for line in lines if "error" in line.lower()]
+    assert result.exit_code == 1 and errors == lines[-1:] and lines[-1].startswith("error: "), result.output
+    return lines[-1]
 
 
 @pytest.fixture
@@ -86,6 +88,17 @@ def test_more_folds_than_images(cli_data: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     line = one_error_line(sweep(str(tmp_path / "nope"), "--backbones", "timm:test_resnet", "--no-pretrained"))
     assert "nope" in line
+
+
+def test_unreadable_image(cli_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(cli_data, data)
+    (data / "red" / "broken.png").write_bytes(b"junk")
+    line = one_error_line(sweep(str(data), "--backbones", "timm:test_resnet", "--no-pretrained", "--image-size", "32",
+                                "--cache-dir", str(tmp_path / "cache")))
+    assert "broken.png" in line
 
 
 def test_help_lists_the_command() -> None:

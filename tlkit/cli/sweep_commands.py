@@ -68,8 +68,9 @@ def sweep_command(
 ) -> None:
     """Which backbone, and how sure: k-fold linear probes on cached features, accuracy with intervals, speed.
 
-    Each backbone's features are extracted once (then cached); the probes take seconds. Ends with the
-    [bold]tlkit finetune[/] command to paste. Example: [bold]tlkit sweep data/leaves --out sweep-leaves[/]
+    Features are extracted once per backbone (then cached): the probes take seconds. Ends with a command to paste.
+
+    Example: [bold]tlkit sweep data/leaves --out sweep-leaves[/]
     """
     from tlkit._io import json_bytes
     from tlkit.console import RichReporter
