@@ -44,6 +44,7 @@ _PUBLIC = {
     "doctor": "tlkit.diagnosis:doctor",
     "DoctorResult": "tlkit.diagnosis:DoctorResult",
     "apply_relabel": "tlkit.diagnosis:apply_relabel",
+    "sweep": "tlkit.selection:sweep",
 }
 
 

@@ -17,6 +17,7 @@ from tlkit.cli.doctor_commands import doctor_command
 from tlkit.cli.model_commands import backbones, summary
 from tlkit.cli.output import PIPE_WIDTH, err, friendly, out
 from tlkit.cli.run_commands import compare, evaluate, explain, predict
+from tlkit.cli.sweep_commands import sweep_command
 from tlkit.cli.train_commands import check_cmd, demo, finetune, recipes
 
 __all__ = ["PIPE_WIDTH", "app", "err", "main", "out"]
@@ -54,6 +55,7 @@ app.command()(summary)
 app.command()(compare)
 app.command()(demo)
 app.command("doctor")(friendly(doctor_command))
+app.command("sweep")(friendly(sweep_command))
 
 
 def main() -> None:

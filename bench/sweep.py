@@ -1,0 +1,105 @@
+"""The backbone sweep on real data: every packaged backbone on Fashion-MNIST, cold cache then warm.
+
+    uv run python bench/sweep.py                                    # 100/class train + 20/class val, own input sizes
+    uv run python bench/sweep.py --train-per-class 20 --val-per-class 5 --test-per-class 5 --image-size 64
+    uv run python bench/sweep.py --results bench/REALDATA.md        # also append the section there
+
+Fashion-MNIST comes from the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
+exported to ``train/val/test`` class folders by ``bench/realdata.py``'s ``export_fashion``. The sweep
+scores train+val only (the test folder is never read). ``--backbones`` defaults to every backbone
+whose weights ship in an installed package (``tlkit backbones`` says "packaged"), so the figures do
+not depend on what a machine happens to have cached. The sweep runs twice on one new, empty feature
+cache: the first call extracts every backbone's features (the throughput is measured there), the
+second must compute nothing (its wall time is the probes, the hashing and the latency timing).
+Writes sweep.json, sweep.csv and sweep.png into ``--out`` and prints a markdown section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realdata import export_fashion  # noqa: E402
+
+
+def packaged_backbones() -> list[str]:
+    from tlkit.selection.candidates import available_here
+
+    return [c.name for c in available_here() if c.availability == "packaged"]
+
+
+def markdown(args: argparse.Namespace, result: object, cold: float, warm: float, computed: tuple[int, int],
+             load: float) -> list[str]:
+    import torch
+
+    size = f"{args.image_size} px" if args.image_size else "each backbone's own input size"
+    lines = [f"\n## Backbone sweep: Fashion-MNIST ({args.train_per_class}/class train + {args.val_per_class}/class val), "
+             f"{size}, {result.folds}-fold linear probes, CPU",
+             f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; command: "
+             f"`uv run python bench/sweep.py {' '.join(sys.argv[1:])}`; load average at start {load:.2f}\n",
+             f"Cold sweep (empty feature cache) {cold:.1f} s, {computed[0]} feature rows computed; warm sweep {warm:.1f} s, "
+             f"{computed[1]} computed.\n",
+             "| # | backbone | accuracy [95% Wilson] | balanced | vs best [95% paired] | params | features | input "
+             "| images/s (cold) | ms/image |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result.results:
+        versus = "best" if r.diff_ci is None else f"{r.diff_vs_best:+.3f} [{r.diff_ci[0]:+.3f}, {r.diff_ci[1]:+.3f}]"
+        rate = f"{r.images_per_second:.1f}"
+        lines.append(f"| {r.rank} | {r.backbone} | {r.accuracy:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}] | "
+                     f"{r.balanced_accuracy:.3f} | {versus} | {r.params / 1e6:.2f}M | {r.feature_dim} | {r.input_size} | "
+                     f"{rate} | {r.latency_ms:.1f} |")
+    lines.append(f"\nRecommendation: `{result.recommendation.command}` ({result.recommendation.reason}).")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--backbones", default=None, help="names separated by commas (default: the packaged ones)")
+    parser.add_argument("--work", default="bench/_work")
+    parser.add_argument("--out", default=None, help="sweep files folder (default WORK/sweep-out)")
+    parser.add_argument("--results", default=None, help="append the markdown section to this file")
+    args = parser.parse_args()
+
+    from rich.console import Console
+
+    import tlkit
+    from tlkit.console import RichReporter
+    from tlkit.selection import write_sweep_report
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = export_fashion(work / f"fashion-{args.train_per_class}-{args.val_per_class}-{args.test_per_class}",
+                          args.train_per_class, args.val_per_class, args.test_per_class)
+    backbones = args.backbones or ",".join(packaged_backbones())
+    cache = Path(tempfile.mkdtemp(prefix="sweep-cache-", dir=work))  # empty: the cold sweep extracts everything
+    load = os.getloadavg()[0]
+    calls = []
+    for _ in range(2):
+        start = time.perf_counter()
+        result = tlkit.sweep(data, backbones=backbones, folds=args.folds, image_size=args.image_size, cache_dir=cache,
+                             offline=True, device="cpu", reporter=RichReporter(Console(stderr=True)))
+        calls.append((time.perf_counter() - start, sum(r.features_computed for r in result.results), result))
+    cold_result = calls[0][2]
+    write_sweep_report(cold_result, args.out or work / "sweep-out")
+    lines = markdown(args, cold_result, calls[0][0], calls[1][0], (calls[0][1], calls[1][1]), load)
+    if args.results:
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
