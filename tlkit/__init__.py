@@ -44,6 +44,11 @@ _PUBLIC = {
     "doctor": "tlkit.diagnosis:doctor",
     "DoctorResult": "tlkit.diagnosis:DoctorResult",
     "apply_relabel": "tlkit.diagnosis:apply_relabel",
+    "embed": "tlkit.deploy.embed:embed",
+    "Embeddings": "tlkit.deploy.embed:Embeddings",
+    "load_embeddings": "tlkit.deploy.embed:load_embeddings",
+    "ExportResult": "tlkit.deploy.export:ExportResult",
+    "ExportedModel": "tlkit.deploy.export:ExportedModel",
 }
 
 

@@ -16,7 +16,10 @@ from tlkit.train.image_feed import ImageFeed
 from tlkit.train.losses import TEMPERATURES, calibrated_nll, fit_temperature
 from tlkit.transforms import eval_transform
 
-__all__ = ["Predictor", "split_logits", "calibration_of", "calibrate"]
+__all__ = ["Predictor", "split_logits", "calibration_of", "calibrate", "FEW_IMAGES"]
+
+#: a temperature fitted on fewer validation images than this is called a rough fit
+FEW_IMAGES = 50
 
 
 class Predictor:
@@ -102,6 +105,8 @@ def calibrate(model: TransferModel, predictor: Predictor, activations: Activatio
     else:
         bound = " (at the edge of the searched range: few validation mistakes to fit it on)" \
             if calibration["at_search_bound"] else ""
+        if calibration["images"] < FEW_IMAGES:
+            bound += f"; only {calibration['images']} validation images, a rough fit"
         reporter.message(f"temperature {calibration['temperature']:.3f} fitted on {calibration['images']} validation "
                          f"images: NLL {calibration['val_nll_before']:.4f} -> {calibration['val_nll_after']:.4f}{bound}")
     return calibration
