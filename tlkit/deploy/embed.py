@@ -40,7 +40,7 @@ class Embeddings:
     labels: list[str] | None  # class folder of each image ("" for one outside any), None without class folders
     backbone: str
     weights_source: str
-    preprocessing: dict
+    preprocessing: dict  # as model.json holds it (JSON types: lists, not tuples)
     root: str
     source: str  # the run directory the backbone came from, or "" for a pretrained backbone
     cached: int = 0  # how many images the feature store already had
@@ -128,7 +128,8 @@ def embed(run_or_backbone: str | os.PathLike, data: str | os.PathLike, *, out: s
     features, stats = FeatureStore(cache_dir).get(backbone, preprocessing, paths, batch_size=batch_size,
                                                   workers=workers, device=torch.device(device), progress=progress)
     result = Embeddings(features.numpy().astype(np.float32, copy=False), rel, labels, backbone.spec.name,
-                        backbone.weights_source, preprocessing.to_dict(), root, source, cached=stats.hits)
+                        backbone.weights_source, json.loads(json.dumps(preprocessing.to_dict())), root, source,
+                        cached=stats.hits)
     if out is not None:
         result.save(out)
     return result
