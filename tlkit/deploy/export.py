@@ -102,14 +102,15 @@ def export_model(model: Any, path: str | os.PathLike, *, format: str = "onnx",
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; give another --out, or --overwrite to replace it")
     paths, checked_on = _parity_images(model, images)
-    graph = ProbabilityGraph(copy.deepcopy(model).cpu().eval()).eval()
+    reference = copy.deepcopy(model).cpu().eval()  # the graph is traced, and checked, on the CPU
+    graph = ProbabilityGraph(reference).eval()
     size = model.preprocessing.input_size
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{target.name}{TMP_MARK}", dir=target.parent) as tmp:
         staged = Path(tmp) / target.name
         _write_graph(graph, staged, fmt, size)
         meta = sidecar(model, fmt, target.name)
-        difference, n = _parity(model, ExportedModel(staged, meta), paths)
+        difference, n = _parity(reference, ExportedModel(staged, meta), paths)
         if not difference <= tolerance:  # NaN fails too
             raise PredictionError(f"the exported {fmt} graph differs from predict by up to {difference:.3g} "
                                   f"(more than {tolerance:g}) on {checked_on}; nothing was written. Try the other "

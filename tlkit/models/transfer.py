@@ -236,7 +236,8 @@ class TransferModel(nn.Module):
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
                 progress=None, skip_bad: bool = False) -> Predictions:  # noqa: ANN001
-        """Class probabilities for paths, folders' files, PIL images or preprocessed tensors.
+        """Calibrated class probabilities (``softmax(logits / temperature)``) for paths, folders' files,
+        PIL images or preprocessed tensors; ``Predictions.logits`` keeps the logits.
 
         Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
         An unreadable file is a DataError naming it; with ``skip_bad`` it is left out and listed in
