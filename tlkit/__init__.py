@@ -45,6 +45,11 @@ _PUBLIC = {
     "DoctorResult": "tlkit.diagnosis:DoctorResult",
     "apply_relabel": "tlkit.diagnosis:apply_relabel",
     "sweep": "tlkit.selection:sweep",
+    "embed": "tlkit.deploy.embed:embed",
+    "Embeddings": "tlkit.deploy.embed:Embeddings",
+    "load_embeddings": "tlkit.deploy.embed:load_embeddings",
+    "ExportResult": "tlkit.deploy.export:ExportResult",
+    "ExportedModel": "tlkit.deploy.export:ExportedModel",
 }
 
 

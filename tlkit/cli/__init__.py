@@ -3,8 +3,9 @@
 Every ``TlkitError`` becomes one line on stderr and exit code 1; Ctrl-C exits 130 after saying how
 to resume. This module holds the typer ``app`` and registers the commands in the order its help
 lists them; they live in :mod:`tlkit.cli.train_commands` (check, recipes, finetune, demo),
-:mod:`tlkit.cli.model_commands` (backbones, summary) and :mod:`tlkit.cli.run_commands` (evaluate,
-predict, explain, compare), and write through :mod:`tlkit.cli.output`.
+:mod:`tlkit.cli.model_commands` (backbones, summary), :mod:`tlkit.cli.run_commands` (evaluate,
+predict, explain, compare), :mod:`tlkit.cli.deploy_commands` (export, embed) and
+:mod:`tlkit.cli.doctor_commands` (doctor), and write through :mod:`tlkit.cli.output`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from tlkit.cli.deploy_commands import embed, export
 from tlkit.cli.doctor_commands import doctor_command
 from tlkit.cli.model_commands import backbones, summary
 from tlkit.cli.output import PIPE_WIDTH, err, friendly, out
@@ -53,6 +55,8 @@ app.command()(predict)
 app.command()(explain)
 app.command()(summary)
 app.command()(compare)
+app.command()(export)
+app.command()(embed)
 app.command()(demo)
 app.command("doctor")(friendly(doctor_command))
 app.command("sweep")(friendly(sweep_command))

@@ -160,19 +160,26 @@ class ReliabilityDisplay(_AxesDisplay):
     """Accuracy per confidence bin against the diagonal, with the ECE in the title; bar labels are bin counts.
 
     ``bins``: dicts with ``lower``, ``upper``, ``count``, ``confidence`` and ``accuracy`` (the last
-    two ``None`` for an empty bin), as ``EvalResult.reliability`` holds them.
+    two ``None`` for an empty bin), as ``EvalResult.reliability`` holds them. ``before`` and
+    ``ece_before``: the same for the probabilities before temperature scaling (``temperature``),
+    drawn as a line of points (mean confidence, accuracy) per bin, so both ECEs show on one figure.
     """
 
     figsize = (6.0, 5.5)
 
-    def __init__(self, bins: Sequence[dict[str, Any]], ece: float) -> None:
+    def __init__(self, bins: Sequence[dict[str, Any]], ece: float, *, before: Sequence[dict[str, Any]] | None = None,
+                 ece_before: float | None = None, temperature: float | None = None) -> None:
         self.bins = [dict(b) for b in bins]
         self.ece = float(ece)
+        self.before = None if before is None else [dict(b) for b in before]
+        self.ece_before = None if ece_before is None else float(ece_before)
+        self.temperature = temperature
 
     @classmethod
     def from_result(cls, result: Any) -> ReliabilityDisplay:
-        """The reliability bins and ECE of an ``EvalResult``."""
-        return cls(result.reliability, result.ece)
+        """The reliability bins and ECE of an ``EvalResult``, and those before temperature scaling when it has them."""
+        return cls(result.reliability, result.ece, before=getattr(result, "reliability_uncalibrated", None),
+                   ece_before=getattr(result, "ece_uncalibrated", None), temperature=getattr(result, "temperature", None))
 
     def _draw(self, ax: Axes) -> None:
         bins = self.bins
@@ -188,6 +195,10 @@ class ReliabilityDisplay(_AxesDisplay):
                fill=False, hatch="///", edgecolor="#c0392b", linewidth=0.8,
                label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+        if self.before is not None and self.ece_before is not None:
+            shown = [b for b in self.before if b["count"]]
+            ax.plot([b["confidence"] for b in shown], [b["accuracy"] for b in shown], marker="o", markersize=4,
+                    color="#e67e22", linewidth=1.2, label=f"before temperature scaling (ECE {self.ece_before:.3f})")
         # Counts sit inside the foot of each bar, where neither the gap nor the diagonal can cover them.
         for center, b in zip(centers, filled):
             ax.text(center, 0.015, str(b["count"]), rotation=90, ha="center", va="bottom",
@@ -196,7 +207,9 @@ class ReliabilityDisplay(_AxesDisplay):
         ax.set_ylim(0, 1.08)
         ax.set_xlabel("Top-1 confidence")
         ax.set_ylabel("Accuracy")
-        ax.set_title(f"Reliability: ECE = {self.ece:.3f} ({len(bins)} bins; numbers = counts)")
+        scaled = "" if self.temperature is None or self.ece_before is None else \
+            f", T = {self.temperature:.2f}; before: {self.ece_before:.3f}"
+        ax.set_title(f"Reliability: ECE = {self.ece:.3f}{scaled} ({len(bins)} bins; numbers = counts)")
         ax.legend(loc="upper left", fontsize=8)
 
 

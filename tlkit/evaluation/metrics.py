@@ -36,6 +36,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from tlkit.errors import ConfigError
 from tlkit.evaluation import display, stats, summary
 from tlkit.evaluation.checks import check_inputs, sample_warnings
 
@@ -95,6 +96,11 @@ class EvalResult:
     ci_level: float
     seed: int
     warnings: list[str]
+    #: the temperature ``probs`` were scaled with (None: not known, the probabilities were given as they are)
+    temperature: float | None = None
+    #: ECE and reliability bins of the probabilities before temperature scaling (None when not given)
+    ece_uncalibrated: float | None = None
+    reliability_uncalibrated: list[dict[str, Any]] | None = None
 
     @property
     def n(self) -> int:
@@ -131,6 +137,10 @@ class EvalResult:
             "ece": self.ece,
             "ece_bins": len(self.reliability),
             "reliability": [dict(b) for b in self.reliability],
+            "temperature": self.temperature,
+            "ece_uncalibrated": self.ece_uncalibrated,
+            "reliability_uncalibrated": None if self.reliability_uncalibrated is None
+            else [dict(b) for b in self.reliability_uncalibrated],
             "confused_pairs": [
                 {"true": t, "pred": p, "count": c} for t, p, c in self.confused_pairs
             ],
@@ -191,6 +201,7 @@ def evaluate_predictions(
     n_bootstrap: int = 1000,
     ci_level: float = 0.95,
     seed: int = 0,
+    uncalibrated_probs: np.ndarray | None = None, temperature: float | None = None,
 ) -> EvalResult:
     """Compute every metric of an :class:`EvalResult` from labels and predicted probabilities.
 
@@ -218,6 +229,8 @@ def evaluate_predictions(
       of those hold together with probability at least ``ci_level``, so their mean bounds the
       balanced accuracy at least that often (method ``per-class-clopper-pearson-bonferroni``).
 
+    ``uncalibrated_probs``: ``probs`` before scaling by ``temperature``; their ECE is ``ece_uncalibrated``.
+
     ``warnings`` (see :data:`MIN_TEST_IMAGES`, :data:`MIN_CLASS_SUPPORT`, :data:`MAX_CI_WIDTH`)
     says when the test set is too small to conclude much.
 
@@ -239,6 +252,7 @@ def evaluate_predictions(
     confidence = probs_arr[np.arange(len(labels)), y_pred]
     ece, reliability = stats.calibration(confidence, correct, ECE_BINS)
     ci = _intervals(labels, correct, confusion, n_bootstrap, ci_level, seed)
+    ece_before, bins_before = _before_scaling(uncalibrated_probs, probs_arr, labels)
     return EvalResult(
         classes=class_list, y_true=labels, probs=probs_arr, paths=path_list, y_pred=y_pred,
         unknown={str(k): [str(f) for f in v] for k, v in (unknown or {}).items()},
@@ -248,14 +262,25 @@ def evaluate_predictions(
         precision_macro=scores["macro"][0], recall_macro=scores["macro"][1], f1_macro=scores["macro"][2],
         precision_weighted=scores["weighted"][0], recall_weighted=scores["weighted"][1], f1_weighted=scores["weighted"][2],
         per_class=_per_class_rows(class_list, scores, ci, confusion), per_class_ci_method=stats.EXACT,
-        confusion=confusion,
-        confusion_normalized=np.divide(confusion, row_sums, out=np.zeros(confusion.shape, dtype=float), where=row_sums > 0),
+        confusion=confusion, confusion_normalized=np.divide(confusion, row_sums, out=np.zeros(confusion.shape, dtype=float), where=row_sums > 0),
         ece=ece, reliability=reliability, confused_pairs=_confused_pairs(confusion, class_list),
         misclassified=_misclassified(labels, y_pred, probs_arr, confidence, class_list, path_list),
         n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
         # integer counts from the confusion matrix (sklearn's support can come back as floats)
         warnings=sample_warnings(class_list, confusion.sum(axis=1), ci["accuracy"], ci["balanced"], ci_level),
-    )
+        temperature=None if temperature is None else float(temperature), ece_uncalibrated=ece_before,
+        reliability_uncalibrated=bins_before)
+
+
+
+def _before_scaling(before: np.ndarray | None, probs: np.ndarray, labels: np.ndarray) -> tuple[float | None, list | None]:
+    """ECE and reliability bins of the probabilities before temperature scaling (None, None when not given)."""
+    if before is None:
+        return None, None
+    if np.shape(before) != probs.shape:
+        raise ConfigError(f"uncalibrated_probs has shape {np.shape(before)}, probs {probs.shape}: give the same "
+                          "predictions before temperature scaling")
+    return stats.top1_calibration(before, labels, ECE_BINS)
 
 
 def _scores(labels: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, Any]:

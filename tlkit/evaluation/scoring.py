@@ -28,7 +28,8 @@ SPLITS = ("train", "val", "test", "all")
 
 def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_size: int = 32, workers: int = 0,
              device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0, skip_bad: bool = False) -> EvalResult:
-    """Evaluate a trained model on a dataset, over the model's full class list.
+    """Evaluate a trained model on a dataset, over the model's full class list, with the calibrated
+    probabilities ``predict`` gives (the ECE before temperature scaling is ``result.ece_uncalibrated``).
 
     ``skip_bad``: unreadable images are left out (named in ``result.warnings``) instead of stopping.
 
@@ -76,8 +77,11 @@ def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.
     label_of = dict(known)
     if not preds.sources:
         raise DataError(f"none of the {len(known)} images in {manifest.root} could be read; see `tlkit check`")
+    scaled = model.temperature != 1.0  # the ECE before scaling is worth showing only when there was some
     result = evaluate_predictions(np.array([label_of[p] for p in preds.sources]), preds.probs, model.classes,
-                                  paths=preds.sources, unknown=unknown, n_bootstrap=n_bootstrap, seed=seed)
+                                  paths=preds.sources, unknown=unknown, n_bootstrap=n_bootstrap, seed=seed,
+                                  uncalibrated_probs=preds.uncalibrated_probs if scaled else None,
+                                  temperature=model.temperature)
     if preds.skipped:
         shown = ", ".join(s["path"] for s in preds.skipped[:5]) + (" ..." if len(preds.skipped) > 5 else "")
         result.warnings.append(f"{len(preds.skipped)} unreadable image(s) left out (--skip-bad): {shown}")

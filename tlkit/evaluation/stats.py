@@ -258,3 +258,14 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> tup
             }
         )
     return float(ece), reliability
+
+
+def top1_calibration(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> tuple[float, list[dict[str, Any]]]:
+    """:func:`calibration` of rows of class probabilities against label indices (top-1 confidence, right or not).
+
+    >>> top1_calibration(np.array([[0.9, 0.1], [0.4, 0.6]]), np.array([0, 0]), 10)[0]  # 0.1 under 0.9 right, 0.6 over 0.6 wrong
+    0.35
+    """
+    probs = np.asarray(probs, dtype=float)
+    y_pred = probs.argmax(axis=1)
+    return calibration(probs[np.arange(len(y_pred)), y_pred], y_pred == np.asarray(labels), n_bins)

@@ -81,6 +81,14 @@ def row_interval_text(row: dict[str, Any], metric: str) -> str:
     return "no data" if ci is None else interval_text(ci)
 
 
+def calibration_note(result: Any) -> str:
+    """``; 0.120 before temperature scaling (T = 1.62)``, or nothing when the result has no such figure."""
+    before, temperature = getattr(result, "ece_uncalibrated", None), getattr(result, "temperature", None)
+    if before is None:
+        return ""
+    return f"; {before:.3f} before temperature scaling" + ("" if temperature is None else f" (T = {temperature:.3g})")
+
+
 def headline_rows(result: Any) -> list[tuple[str, str, str]]:
     """(metric, value, interval or note) rows shared by the HTML and the terminal summary."""
     level = f"{result.ci_level:.0%} CI"
@@ -95,7 +103,7 @@ def headline_rows(result: Any) -> list[tuple[str, str, str]]:
         ("macro F1", f"{result.f1_macro:.3f}", f"weighted F1 {result.f1_weighted:.3f}"),
     ]
     rows += [(f"top-{k} accuracy", f"{v:.3f}", "") for k, v in result.top_k.items() if k > 1]
-    rows.append(("ECE", f"{result.ece:.3f}", f"{len(result.reliability)} confidence bins"))
+    rows.append(("ECE", f"{result.ece:.3f}", f"{len(result.reliability)} confidence bins" + calibration_note(result)))
     rows.append(("n", str(result.n), f"{len(result.classes)} classes"))
     return rows
 
@@ -118,7 +126,7 @@ def summary_text(result: Any) -> str:
         f"weighted F1        {result.f1_weighted:.3f}",
     ]
     lines += [f"top-{k} accuracy     {v:.3f}" for k, v in result.top_k.items() if k > 1]
-    lines.append(f"ECE ({len(result.reliability)} bins)      {result.ece:.3f}")
+    lines.append(f"ECE ({len(result.reliability)} bins)      {result.ece:.3f}{calibration_note(result)}")
     names = [readable_text(c) for c in result.classes]
     width = max(len("class"), *(len(c) for c in names))
     lines += [

@@ -1,4 +1,11 @@
-"""TransferModel: backbone + head + class names + preprocessing, saved without pickles."""
+"""TransferModel: backbone + head + class names + preprocessing + temperature, saved without pickles.
+
+The temperature is the one place calibration happens: :meth:`TransferModel.probabilities` turns
+logits into probabilities (``softmax(logits / temperature)``), and everything that answers with
+probabilities (``predict``, ``tlkit evaluate``, the run's report, the exported graph) goes
+through it. Training fits it on the validation split at the end of a run; a model saved before
+tlkit kept it (no ``temperature`` in ``model.json``) loads with temperature 1: unchanged answers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -25,6 +32,8 @@ from tlkit.transforms import Preprocessing, eval_transform
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
+#: a stored temperature outside this range is a damaged or edited model.json
+TEMPERATURE_RANGE = (1e-3, 1e3)
 
 ImageInput = Union[str, os.PathLike, "PIL.Image.Image", torch.Tensor]  # noqa: F821
 
@@ -37,6 +46,15 @@ class Predictions:
     probs: np.ndarray  # (N, C)
     sources: list[str]  # a path, or "<image 3>" for in-memory inputs
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of files left out (skip_bad)
+    logits: np.ndarray | None = None  # (N, C) before the temperature: what ``probs`` was computed from
+    temperature: float = 1.0  # probs = softmax(logits / temperature)
+
+    @property
+    def uncalibrated_probs(self) -> np.ndarray:
+        """``softmax(logits)``: the probabilities before temperature scaling (same argmax as ``probs``)."""
+        if self.logits is None or self.temperature == 1.0:
+            return self.probs
+        return torch.softmax(torch.from_numpy(self.logits).float(), dim=1).numpy()
 
     @property
     def labels(self) -> list[str]:
@@ -62,13 +80,15 @@ class Predictions:
 class TransferModel(nn.Module):
     """A pretrained backbone with a new head for ``classes``.
 
-    ``model(images)`` returns logits; :meth:`predict` takes paths, PIL images or tensors and returns
-    :class:`Predictions`; :meth:`save` writes ``model.safetensors`` + ``model.json``;
-    :func:`tlkit.load` reads them back.
+    ``model(images)`` returns logits; :meth:`probabilities` turns them into calibrated probabilities
+    (``temperature``, a plain attribute stored in ``model.json``, never in the weights);
+    :meth:`predict` takes paths, PIL images or tensors and returns :class:`Predictions`;
+    :meth:`save` writes ``model.safetensors`` + ``model.json``; :func:`tlkit.load` reads them back;
+    :meth:`export` writes an ONNX or TorchScript graph of the calibrated probabilities.
     """
 
     def __init__(self, backbone: Backbone, head_spec: HeadSpec, classes: Sequence[str],
-                 preprocessing: Preprocessing | None = None) -> None:
+                 preprocessing: Preprocessing | None = None, *, temperature: float = 1.0) -> None:
         super().__init__()
         if head_spec.num_classes != len(classes):
             raise ConfigError(f"head has {head_spec.num_classes} outputs but {len(classes)} class names were given")
@@ -77,6 +97,28 @@ class TransferModel(nn.Module):
         self.head_spec = head_spec
         self.classes = list(classes)
         self.preprocessing = preprocessing or backbone.preprocessing
+        self.temperature = 1.0
+        #: how the temperature was found (``fitted_on``: "val", or None with the ``reason``)
+        self.calibration: dict = {"fitted_on": None, "reason": "not calibrated"}
+        self.set_temperature(temperature)
+        self.source: Path | None = None  # the folder :meth:`load` read the model from
+
+    def set_temperature(self, temperature: float, calibration: dict | None = None) -> None:
+        """Use ``temperature`` from now on (``calibration``: how it was found, stored in model.json)."""
+        temperature = float(temperature)
+        lo, hi = TEMPERATURE_RANGE
+        if not lo <= temperature <= hi:  # also refuses NaN
+            raise ConfigError(f"temperature must be from {lo:g} to {hi:g}, got {temperature!r}")
+        self.temperature = temperature
+        if calibration is not None:
+            self.calibration = dict(calibration)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities: ``softmax(logits / temperature)`` over the last axis.
+
+        The one place the temperature is applied; it never changes which class wins.
+        """
+        return torch.softmax(logits.float() / self.temperature, dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
@@ -96,6 +138,8 @@ class TransferModel(nn.Module):
             "head": self.head_spec.to_dict(),
             "classes": self.classes,
             "preprocessing": self.preprocessing.to_dict(),
+            "temperature": self.temperature,
+            "calibration": self.calibration,
         }
 
     def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -132,6 +176,10 @@ class TransferModel(nn.Module):
             backbone = wrap(spec, create_model(spec), meta.get("weights_source", "none"))
             head = HeadSpec(**meta["head"])
             model = cls(backbone, head, meta["classes"], Preprocessing.from_dict(meta["preprocessing"]))
+            # models saved before tlkit kept the temperature answer as they always did
+            model.set_temperature(meta.get("temperature", 1.0),
+                                  meta.get("calibration") or {"fitted_on": None, "reason": "saved before tlkit "
+                                                              "calibrated models"})
         except CheckpointError:
             raise
         except Exception as exc:
@@ -147,6 +195,7 @@ class TransferModel(nn.Module):
             raise CheckpointError(f"{weights_path} holds NaN or infinite values in {len(bad)} tensor(s) "
                                   f"({', '.join(bad[:3])}): the file is damaged or was tampered with; "
                                   "use the run's original model or train again")
+        model.source = folder
         return model.to(device).eval()
 
     # -- looking inside
@@ -169,21 +218,26 @@ class TransferModel(nn.Module):
 
     @torch.inference_mode()
     def predict_proba_tensor(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
+        """Calibrated class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
+        return self._logits_and_probs(batch)[1]
+
+    @torch.inference_mode()
+    def _logits_and_probs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.eval()
-        logits = self(batch.to(self.device))
-        probs = torch.softmax(logits.float(), dim=1).cpu()
+        logits = self(batch.to(self.device)).float()
+        probs = self.probabilities(logits).cpu()
         bad = (~torch.isfinite(probs)).any(dim=1)
         if bad.any():
             raise PredictionError(f"the model gave NaN or infinite outputs for {int(bad.sum())} of {len(probs)} "
                                   "image(s) of a batch (the first at position "
                                   f"{int(bad.nonzero()[0])}): the model or the input is broken, check the "
                                   "image and model.json's preprocessing")
-        return probs
+        return logits.cpu(), probs
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
                 progress=None, skip_bad: bool = False) -> Predictions:  # noqa: ANN001
-        """Class probabilities for paths, folders' files, PIL images or preprocessed tensors.
+        """Calibrated class probabilities (``softmax(logits / temperature)``) for paths, folders' files,
+        PIL images or preprocessed tensors; ``Predictions.logits`` keeps the logits.
 
         Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
         An unreadable file is a DataError naming it; with ``skip_bad`` it is left out and listed in
@@ -214,9 +268,10 @@ class TransferModel(nn.Module):
             else:
                 tensors.append(transform(load_image(item)))
                 sources.append(str(item))
-        probs = [self.predict_proba_tensor(torch.stack(tensors[s:s + batch_size]))
+        pairs = [self._logits_and_probs(torch.stack(tensors[s:s + batch_size]))
                  for s in range(0, len(tensors), batch_size)]
-        return Predictions(self.classes, torch.cat(probs).numpy(), sources)
+        return Predictions(self.classes, torch.cat([p for _, p in pairs]).numpy(), sources,
+                           logits=torch.cat([z for z, _ in pairs]).numpy(), temperature=self.temperature)
 
 
     def _predict_files(self, paths: list[str], transform, batch_size: int, workers: int, progress,  # noqa: ANN001
@@ -226,17 +281,40 @@ class TransferModel(nn.Module):
         dataset = ImageDataset(paths, None, transform, skip_bad=skip_bad)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
                                              collate_fn=collate_readable if skip_bad else None)
-        probs, kept, skipped, done = [], [], [], 0
+        probs, logits, kept, skipped, done = [], [], [], [], 0
         for batch, _, index, *bad in loader:
             if len(batch):
-                probs.append(self.predict_proba_tensor(batch))
+                z, p = self._logits_and_probs(batch)
+                probs.append(p)
+                logits.append(z)
                 kept += [paths[i] for i in index.tolist()]
             skipped += [{"path": paths[b["index"]], "reason": b["reason"]} for b in (bad[0] if bad else [])]
             done += len(index) + (len(bad[0]) if bad else 0)
             if progress is not None:
                 progress(done, len(paths))
         empty = np.empty((0, len(self.classes)))
-        return Predictions(self.classes, torch.cat(probs).numpy() if probs else empty, kept, skipped)
+        return Predictions(self.classes, torch.cat(probs).numpy() if probs else empty, kept, skipped,
+                           logits=torch.cat(logits).numpy() if logits else empty, temperature=self.temperature)
+
+    # -- deployment
+    def export(self, path: str | os.PathLike, *, format: str = "onnx",
+               images: Sequence[str | os.PathLike] | None = None, tolerance: float = 1e-4,
+               overwrite: bool = False) -> Any:
+        """Write a graph of the calibrated probabilities (``onnx`` or ``torchscript``) and its JSON sidecar.
+
+        ``path``: a folder (``model.onnx`` / ``model.pt`` go in it) or a file name. The graph takes a
+        float32 NCHW batch preprocessed as ``model.json`` says (any batch size, the input size fixed)
+        and returns what :meth:`predict` returns. It is then checked against :meth:`predict` on
+        ``images`` (default: the test images of the run the model was loaded from): a largest
+        difference above ``tolerance`` is a PredictionError (and nothing is written). An existing graph
+        is replaced only with ``overwrite``. Returns a
+        :class:`tlkit.deploy.export.ExportResult`.
+
+        >>> # tlkit.load("runs/leaves").export("deploy/", format="onnx").max_difference
+        """
+        from tlkit.deploy.export import export_model
+
+        return export_model(self, path, format=format, images=images, tolerance=tolerance, overwrite=overwrite)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransferModel:

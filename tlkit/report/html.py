@@ -48,7 +48,7 @@ def report_html(
         _img(images, "per_class.png", "per-class recall and F1"),
         per_class_html(result),
         *_confused_pairs_section(result),
-        *_calibration_section(images),
+        *_calibration_section(result, images),
         *_mistakes_section(result, images, gradcam),
         *sections,
         '<p class="muted">Files beside this report: metrics.json, per_class.csv, '
@@ -104,13 +104,21 @@ def _confused_pairs_section(result: EvalResult) -> list[str]:
             f"<th>count</th></tr>{rows}</table>"]
 
 
-def _calibration_section(images: dict[str, bytes]) -> list[str]:
-    return [
+def _calibration_section(result: EvalResult, images: dict[str, bytes]) -> list[str]:
+    parts = [
         "<h2>Calibration</h2>",
         '<p class="muted">Expected calibration error: the count-weighted gap between top-1 '
         "confidence and accuracy over equal-width confidence bins.</p>",
-        _img(images, "reliability.png", "reliability diagram"),
     ]
+    if result.ece_uncalibrated is not None:
+        temperature = "" if result.temperature is None else f" T = {result.temperature:.3g}"
+        parts.append(
+            f"<p>Probabilities are temperature-scaled (softmax(logits / T),{temperature}, fitted on the "
+            "validation split; it never changes the predicted class): ECE "
+            f"<b>{result.ece:.3f}</b> after, {result.ece_uncalibrated:.3f} before. The orange line is "
+            "before scaling; predict, evaluate and the exported model all answer with the scaled probabilities.</p>")
+    parts.append(_img(images, "reliability.png", "reliability diagram"))
+    return parts
 
 
 def _mistakes_section(result: EvalResult, images: dict[str, bytes], gradcam: bool) -> list[str]:

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classification_loss", "balanced_class_weights", "mix_batch", "calibrated_nll"]
+__all__ = ["classification_loss", "balanced_class_weights", "mix_batch", "calibrated_nll", "fit_temperature", "TEMPERATURES"]
+
+#: the temperatures model selection tries: 0.03 .. 30, 5% apart
+TEMPERATURES = torch.logspace(-1.5, 1.5, 61)
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0,
@@ -82,6 +85,31 @@ def calibrated_nll(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
     """
     if len(labels) == 0:
         return float("nan")
-    temperatures = torch.logspace(-1.5, 1.5, 61)  # 0.03 .. 30, 5% apart
-    losses = [F.cross_entropy(log_probs.double() / t, labels).item() for t in temperatures]
+    losses = [F.cross_entropy(log_probs.double() / t, labels).item() for t in TEMPERATURES]
     return float(min(losses))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on ``labels`` (Guo et al., 2017).
+
+    :data:`TEMPERATURES` first (what :func:`calibrated_nll` scores), then a finer grid between the
+    best one's neighbours (0.25% apart): deterministic, no optimiser state, and the NLL of one
+    scalar is smooth, so this is within 0.25% of the optimum. Log-probabilities work as well as
+    logits (a constant per row cancels). 1.0 when there are no labels.
+
+    >>> logits = torch.tensor([[8.0, 0.0], [0.0, 8.0], [8.0, 0.0]]); y = torch.tensor([0, 1, 1])
+    >>> fit_temperature(logits, y) > 1  # one confident mistake in three: soften
+    True
+    """
+    if len(labels) == 0:
+        return 1.0
+    z = logits.double()
+
+    def nll(t: float) -> float:
+        return F.cross_entropy(z / t, labels).item()
+
+    coarse = [nll(float(t)) for t in TEMPERATURES]
+    best = int(np.argmin(coarse))
+    lo, hi = TEMPERATURES[max(best - 1, 0)].item(), TEMPERATURES[min(best + 1, len(TEMPERATURES) - 1)].item()
+    fine = torch.logspace(np.log10(lo), np.log10(hi), 41).tolist()
+    return float(min(fine, key=nll))

@@ -3,7 +3,7 @@
 Reading order: :func:`run` validates the config and opens the (possibly distributed) session;
 :func:`_prepare` checks the data and the recipe, builds the backbone and writes the run
 directory's first files; :func:`_train` runs the recipe's stages (:mod:`tlkit.train.stage`),
-writing a final checkpoint on Ctrl-C; :func:`_finish` saves the model, evaluates it on the test
+writing a final checkpoint on Ctrl-C; :func:`_finish` calibrates and saves the model, evaluates it on the test
 split and writes the run's report.
 """
 
@@ -39,7 +39,7 @@ from tlkit.train.feature_store import FeatureStore
 from tlkit.train.image_feed import ImageFeed
 from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
 from tlkit.train.stage import run_stage
-from tlkit.train.validation import Predictor
+from tlkit.train.validation import Predictor, calibrate, split_logits
 
 __all__ = ["finetune", "run", "config_for", "FinetuneResult", "Reporter", "CHECKPOINT", "resolve_device",
            "default_workers", "first_trainable_group", "prepare_run_dir", "resume_hint"]
@@ -250,25 +250,26 @@ def _save_interrupted(ctx: RunContext) -> None:
 
 
 def evaluate_test(ctx: RunContext) -> Any:
-    """The trained model on the test split (None without one, and on every process but rank 0).
-    Same weights either way: cached activations only skip recomputing a prefix that never changed."""
+    """The trained model on the test split (None without one, and on every process but rank 0), with
+    the calibrated probabilities ``predict`` gives; the ECE before temperature scaling is kept too."""
     from tlkit.evaluation.metrics import evaluate_predictions
 
     labels = ctx.manifest.labels("test")
     if not labels:
         return None
-    cached = ctx.activations.prefix_unchanged()
-    inputs = ctx.activations.at_base("test") if cached else None
-    probs = ctx.predictor.probs(ctx.activations.base if cached else None, inputs, "test")
+    logits = split_logits(ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
-    return evaluate_predictions(np.array(labels), probs.numpy(), ctx.manifest.classes,
-                                paths=ctx.manifest.paths("test"), seed=ctx.cfg.seed)
+    return evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
+                                paths=ctx.manifest.paths("test"), seed=ctx.cfg.seed,
+                                uncalibrated_probs=torch.softmax(logits, 1).numpy() if ctx.model.temperature != 1.0
+                                else None, temperature=ctx.model.temperature)
 
 
 def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
-    """Save the model, evaluate it on the test split, write the report and the timings."""
+    """Calibrate and save the model, evaluate it on the test split, write the report and the timings."""
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
+    calibrate(ctx.model, ctx.predictor, ctx.activations, ctx.manifest.labels("val"), ctx.reporter)
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
     if ctx.dist.is_main:
         model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings, "kept": ctx.kept})
