@@ -60,6 +60,41 @@ def markdown(args: argparse.Namespace, result: object, cold: float, warm: float,
     return lines
 
 
+def test_accuracies(data: Path, result: object, image_size: int | None, cache: Path) -> dict[str, tuple[float, tuple]]:
+    """Each backbone's test accuracy (95% Wilson): the sweep's probe (standardised features, the leading
+    principal components of train+val, L2 logistic regression) fitted on all of train+val, scored on the
+    test folder, which the sweep never read. Tells whether the cross-validated ranking picks the test winner."""
+    import numpy as np
+    import torch
+
+    import tlkit
+    from tlkit.diagnosis.probes import PROBE_DIM, fit_predict
+    from tlkit.evaluation.stats import wilson_interval
+    from tlkit.models.builder import build
+    from tlkit.train.feature_store import FeatureStore
+
+    manifest = tlkit.scan(data)
+    fit_paths = manifest.paths("train") + manifest.paths("val")
+    y_fit = np.array(manifest.labels("train") + manifest.labels("val"))
+    y_test = np.array(manifest.labels("test"))
+    scores = {}
+    for row in result.results:
+        net = build(row.backbone, offline=True)
+        pre = net.preprocessing.with_size(image_size)
+        feats = {name: FeatureStore(cache).get(net, pre, paths)[0].float()
+                 for name, paths in (("fit", fit_paths), ("test", manifest.paths("test")))}
+        mean, std = feats["fit"].mean(0), feats["fit"].std(0, unbiased=False).clamp_min(1e-6)
+        x_fit, x_test = (feats["fit"] - mean) / std, (feats["test"] - mean) / std
+        dim = int(min(PROBE_DIM, len(x_fit) - 1, x_fit.shape[1]))
+        top = torch.linalg.svd(x_fit.double(), full_matrices=False).Vh[:dim].T.float()
+        z_fit, z_test = x_fit @ top, x_test @ top
+        scale = z_fit.std(0, unbiased=False).pow(2).mean().sqrt().clamp_min(1e-6)
+        probs = fit_predict((z_fit / scale).numpy(), y_fit, (z_test / scale).numpy(), len(manifest.classes), 0)
+        right = int((probs.argmax(1) == y_test).sum())
+        scores[row.backbone] = (right / len(y_test), wilson_interval(right, len(y_test)))
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-per-class", type=int, default=100)
@@ -95,6 +130,16 @@ def main() -> None:
     cold_result = calls[0][2]
     write_sweep_report(cold_result, args.out or work / "sweep-out")
     lines = markdown(args, cold_result, calls[0][0], calls[1][0], (calls[0][1], calls[1][1]), load)
+    tests = test_accuracies(data, cold_result, args.image_size, cache)
+    lines += ["\nEach backbone's test accuracy (the same probe fitted on all of train+val, scored on the "
+              f"{len(tlkit.scan(data).paths('test'))} test images the sweep never read):\n",
+              "| sweep rank | backbone | CV accuracy | test accuracy [95% Wilson] |", "| --- | --- | --- | --- |"]
+    for r in cold_result.results:
+        acc, (lo, hi) = tests[r.backbone]
+        lines.append(f"| {r.rank} | {r.backbone} | {r.accuracy:.3f} | {acc:.3f} [{lo:.3f}, {hi:.3f}] |")
+    winner = max(tests, key=lambda name: tests[name][0])
+    lines.append(f"\nTest winner: {winner}; the sweep ranked it #"
+                 f"{next(r.rank for r in cold_result.results if r.backbone == winner)}.")
     if args.results:
         with open(args.results, "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
