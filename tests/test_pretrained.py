@@ -438,3 +438,13 @@ def test_a_backbone_without_known_weights_says_so_without_trying_a_download() ->
     message = str(info.value)
     assert "no pretrained weights for timm:botnet50ts_256" in message
     assert "download: timm has no pretrained weights for botnet50ts_256" in message and "--no-pretrained" in message
+
+
+def test_the_offline_error_says_where_to_fetch_the_weights() -> None:
+    """No weights offline: the error names the download address (torchvision's URL, timm's Hugging Face
+    repository), so the file can be fetched on another machine and passed with --weights."""
+    for name, address in (("tv:resnet18", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
+                          ("timm:resnet18.a1_in1k", "https://huggingface.co/timm/resnet18.a1_in1k")):
+        with pytest.raises(WeightsError, match="The weights are at " + address.replace(".", r"\.")):
+            pretrained.load_pretrained(resolve(name), torch.nn.Linear(1, 1), offline=True)
+    assert pretrained.download_url(resolve("timm:botnet50ts_256")) is None

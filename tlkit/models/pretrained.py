@@ -213,6 +213,21 @@ def download_known(spec: BackboneSpec) -> bool:
     return bool(cfg.get("hf_hub_id") or cfg.get("url"))
 
 
+def download_url(spec: BackboneSpec) -> str | None:
+    """Where torchvision or timm would download the weights of ``spec`` from (None when neither knows):
+    for the offline error, so the file can be fetched on another machine and passed with --weights."""
+    try:
+        if spec.source == "torchvision":
+            weights = tv_weights(spec)
+            return None if weights is None else str(weights.url)
+        cfg = timm_pretrained_cfg(spec)
+    except Exception:  # noqa: BLE001 - only a hint for a message: never the reason a message fails
+        return None
+    if cfg.get("hf_hub_id"):
+        return f"https://huggingface.co/{cfg['hf_hub_id']}/tree/main"
+    return cfg.get("url") or None
+
+
 def download_weights(spec: BackboneSpec, model: nn.Module) -> None:
     """Download (or take from the library's own cache) and load the library's weights for ``spec``."""
     if spec.source == "torchvision":
@@ -335,9 +350,11 @@ def load_pretrained(spec: BackboneSpec, model: nn.Module, *, weights_file: str |
             tried.append(_failure(source, exc))
 
     places = "; ".join(tried) if tried else "nowhere: this backbone has no known pretrained weights"
+    url = download_url(spec)
     raise WeightsError(
         f"no pretrained weights for {spec.name}. Tried: {places}. "
-        "To work offline: pass --weights FILE (a state dict in .safetensors or .pth), copy the file into the "
+        + (f"The weights are at {url}: fetch them on a machine with a network. " if url else "")
+        + "To work offline: pass --weights FILE (a state dict in .safetensors or .pth), copy the file into the "
         f"cache folder listed above on a machine with a network, use a packaged backbone ({', '.join(packaged_names())}), "
         "or pass --no-pretrained for random weights."
     )
