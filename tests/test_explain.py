@@ -150,3 +150,25 @@ def test_layer_choice_and_no_side_effects() -> None:
         gradcam(model, image, layer="layer9")
     with pytest.raises(ConfigError, match="out of range"):
         gradcam(model, image, layer=12)
+
+
+def test_cli_explain_prints_each_prediction_and_writes_captioned_figures(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    """tlkit explain says, per image, which class the map is for, its probability, the prediction and the
+    layer; the PNG is a figure (image, overlay, colour bar) wider than the bare image pair."""
+    from typer.testing import CliRunner
+
+    from tlkit.cli import app
+    from tlkit.report.gradcam import caption
+
+    result, where = trained
+    paths = sorted(where)[:2]
+    res = CliRunner().invoke(app, ["explain", str(result.run_dir), *map(str, paths), "--out", str(tmp_path / "cams")])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "heat map for" in line]
+    assert len(lines) == 2 and all("p = " in line and "layer " in line for line in lines)
+    from tlkit.models.explain import explain
+
+    exp = explain(result.model, paths[0])
+    assert caption(exp) in lines[0] and exp.predicted in caption(exp)
+    pngs = sorted((tmp_path / "cams").glob("*.gradcam.png"))
+    assert len(pngs) == 2 and Image.open(pngs[0]).size[0] > 2 * SIZE

@@ -113,15 +113,21 @@ def explain(
 
     Example: [bold]tlkit explain runs/leaves leaf.jpg --class rust[/]
     """
+    from tlkit._io import readable_text
     from tlkit.data import list_images
-    from tlkit.models.explain import write_overlays
+    from tlkit.models.explain import explain_many, write_explanations
     from tlkit.models.transfer import load
+    from tlkit.report.gradcam import caption, explanation_png
     from tlkit.rundir import prepare
 
     model = load(run_dir)
     target = out_dir or Path(run_dir) / "explain"
     prepare(target, kind="explain", overwrite=True)  # a tlkit overlay folder: earlier overlays are replaced
-    written = write_overlays(model, list_images(inputs), target, class_name, layer=layer)
+    explanations = explain_many(model, list_images(inputs), class_name, layer=layer)
+    written = write_explanations(explanations, target, explanation_png)
+    for exp, path in zip(explanations, written):
+        out.print(f"{readable_text(exp.source)}: {caption(exp)} -> {path.name}", markup=False, highlight=False,
+                  soft_wrap=True)
     out.print(f"{len(written)} overlay(s) written to [bold]{target}[/]")
 
 

@@ -262,16 +262,23 @@ def explainer(model: Explainable, class_name: str | None = None, *,
 def write_overlays(model: Explainable, images: Sequence[str], out_dir: str | os.PathLike,
                    class_name: str | None = None, *, layer: int | str | None = None) -> list[Path]:
     """Save ``<n>-<name>-<class>.gradcam.png`` (image | overlay side by side) for each image; returns the paths."""
+    return write_explanations(explain_many(model, images, class_name, layer=layer), out_dir)
+
+
+def write_explanations(explanations: Sequence[Explanation], out_dir: str | os.PathLike,
+                       render: Callable[[Explanation], bytes] | None = None) -> list[Path]:
+    """One ``<n>-<name>-<class>.gradcam.png`` per explanation, drawn by ``render`` (default: image |
+    overlay side by side, no text; ``tlkit explain`` passes :func:`tlkit.report.gradcam.explanation_png`)."""
     from tlkit._io import atomic_write_bytes
     from tlkit.data import safe_name
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, exp in enumerate(explain_many(model, images, class_name, layer=layer)):
-        pair = np.concatenate([exp.image, exp.overlay()], axis=1)
+    for i, exp in enumerate(explanations):
+        data = render(exp) if render is not None else _png(np.concatenate([exp.image, exp.overlay()], axis=1))
         target = out / f"{i:04d}-{safe_name(Path(exp.source).stem)}-{safe_name(exp.class_name)}.gradcam.png"
-        atomic_write_bytes(target, _png(pair))
+        atomic_write_bytes(target, data)
         written.append(target)
     return written
 
