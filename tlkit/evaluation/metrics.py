@@ -244,11 +244,8 @@ def evaluate_predictions(
       balanced accuracy at least that often (method ``per-class-clopper-pearson-bonferroni``).
 
     ``uncalibrated_probs``: ``probs`` before scaling by ``temperature``; their ECE is ``ece_uncalibrated``.
-
-    Two classes: ``binary`` holds the ROC and precision-recall curves of the ``positive`` class (a
-    name; default: :func:`tlkit.evaluation.binary.positive_class`'s rule on this set's counts);
-    ``threshold``: the predictions say "positive" where p(positive) >= threshold (default: argmax).
-
+    Two classes: ``binary`` has the ROC and PR curves of the ``positive`` class (default: the rule of
+    :func:`~tlkit.evaluation.binary.positive_class`); ``threshold``: "positive" where p >= it (default: argmax).
     ``warnings`` (see :data:`MIN_TEST_IMAGES`, :data:`MIN_CLASS_SUPPORT`, :data:`MAX_CI_WIDTH`)
     says when the test set is too small to conclude much.
 
@@ -262,16 +259,15 @@ def evaluate_predictions(
         'only 2 test images (fewer than 30): every number here is rough; score more images before concluding anything'
     """
     class_list, labels, probs_arr, path_list = check_inputs(y_true, probs, classes, paths, n_bootstrap, ci_level, seed)
-    binary_pos = _positive(class_list, labels, positive, threshold)
-    y_pred = probs_arr.argmax(axis=1) if threshold is None else predict_with_threshold(probs_arr, binary_pos[0], threshold)
+    y_pred, binary_pos = _decide(class_list, labels, probs_arr, positive, threshold)
     correct = y_pred == labels
     scores = _scores(labels, y_pred, probs_arr, len(class_list))
     confusion = confusion_matrix(labels, y_pred, labels=np.arange(len(class_list)))
-    row_sums = confusion.sum(axis=1, keepdims=True)
-    confidence = probs_arr[np.arange(len(labels)), y_pred]
+    row_sums, confidence = confusion.sum(axis=1, keepdims=True), probs_arr[np.arange(len(labels)), y_pred]
     ece, reliability = stats.calibration(confidence, correct, ECE_BINS)
     ci = _intervals(labels, correct, confusion, n_bootstrap, ci_level, seed)
-    ece_before, bins_before = _before_scaling(uncalibrated_probs, probs_arr, labels)
+    (ece_before, bins_before), binary = _before_scaling(uncalibrated_probs, probs_arr, labels), binary_pos and \
+        binary_curves(labels, probs_arr, class_list, positive=binary_pos[0], positive_rule=binary_pos[1], threshold=threshold)
     return EvalResult(
         classes=class_list, y_true=labels, probs=probs_arr, paths=path_list, y_pred=y_pred,
         unknown={str(k): [str(f) for f in v] for k, v in (unknown or {}).items()},
@@ -284,25 +280,24 @@ def evaluate_predictions(
         confusion=confusion, confusion_normalized=np.divide(confusion, row_sums, out=np.zeros(confusion.shape, dtype=float), where=row_sums > 0),
         ece=ece, reliability=reliability, confused_pairs=confused_pairs(confusion, class_list),
         misclassified=misclassified_rows(labels, y_pred, probs_arr, confidence, class_list, path_list),
-        n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
-        # integer counts from the confusion matrix (sklearn's support can come back as floats)
+        n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,  # warnings: integer counts (sklearn's can be floats)
         warnings=sample_warnings(class_list, confusion.sum(axis=1), ci["accuracy"], ci["balanced"], ci_level),
-        temperature=None if temperature is None else float(temperature), ece_uncalibrated=ece_before,
-        reliability_uncalibrated=bins_before,
-        binary=None if binary_pos is None else binary_curves(labels, probs_arr, class_list, positive=binary_pos[0],
-                                                             positive_rule=binary_pos[1], threshold=threshold))
+        temperature=None if temperature is None else float(temperature), ece_uncalibrated=ece_before, reliability_uncalibrated=bins_before,
+        binary=binary or None)
 
 
-def _positive(classes: list[str], labels: np.ndarray, given: str | None,
-              threshold: float | None) -> tuple[int, str] | None:
-    """The positive class of a two-class result and its rule; None for more classes (a threshold is then an error)."""
+def _decide(classes: list[str], labels: np.ndarray, probs: np.ndarray, given: str | None,
+            threshold: float | None) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """The predicted classes (argmax, or the threshold on two classes) and the positive class with its rule
+    (None beyond two classes, where a positive class or a threshold is an error)."""
     if len(classes) != 2:
         if threshold is not None or given is not None:
             raise ConfigError(f"a positive class and a threshold need two classes; this result has {len(classes)}")
-        return None
+        return probs.argmax(axis=1), None
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be a probability from 0 to 1, got {threshold!r}")
-    return positive_class(classes, np.bincount(labels, minlength=2).tolist(), given=given)
+    positive = positive_class(classes, np.bincount(labels, minlength=2).tolist(), given=given)
+    return (probs.argmax(axis=1) if threshold is None else predict_with_threshold(probs, positive[0], threshold)), positive
 
 
 
