@@ -70,10 +70,8 @@ def _finding_word(name: str) -> str | None:
 
 
 def rates_at(y_true: np.ndarray, positive_scores: np.ndarray, threshold: float, positive: int = 1) -> dict[str, Any]:
-    """Recall, precision, false-positive rate and counts when "positive" means score >= ``threshold``.
-
-    ``threshold=None`` ... is not accepted: argmax on two classes is :func:`argmax_rates`.
-    """
+    """Recall, precision, false-positive rate and counts when "positive" means score >= ``threshold``
+    (``None`` where a denominator is 0); the argmax decision's are :func:`argmax_rates`."""
     is_pos = np.asarray(y_true) == positive
     said_pos = np.asarray(positive_scores) >= threshold
     return _rates(is_pos, said_pos)
@@ -118,7 +116,7 @@ def choose_threshold(y_true: np.ndarray, positive_scores: np.ndarray, *, target_
         what = f"precision >= {target:g} on validation"
     rates = _rates(y, scores >= threshold)
     return {"threshold": threshold, "chosen_for": what, "reached": reached, "val_recall": rates["recall"],
-            "val_precision": rates["precision"], "val_images": int(len(y))}
+            "val_precision": rates["precision"], "val_images": int(len(y)), "val_positives": int(y.sum())}
 
 
 def _lowest_with_precision(y: np.ndarray, scores: np.ndarray, target: float) -> tuple[float, bool]:
@@ -127,6 +125,21 @@ def _lowest_with_precision(y: np.ndarray, scores: np.ndarray, target: float) -> 
     if len(ok):
         return float(thresholds[ok[0]]), True
     return float(thresholds[int(np.argmax(precision[:-1]))]), False
+
+
+def decision_for(model: Any, threshold: float | None, positive: str | None = None) -> dict:
+    """A model's decision with ``threshold`` and/or the ``positive`` class replaced (``tlkit predict --threshold``):
+    the positive class is the one given, else the model's own, else :func:`positive_class`'s rule by name."""
+    own = dict(getattr(model, "decision", None) or {})
+    if positive is None and "positive" not in own:
+        index, rule = positive_class(model.classes)
+        own.update(positive=model.classes[index], positive_rule=rule)
+    elif positive is not None:
+        positive_class(model.classes, given=positive)  # a name that is not a class is refused here
+        own.update(positive=positive, positive_rule="given")
+    if threshold is not None:
+        own.update(threshold=float(threshold), chosen_for="given")
+    return own
 
 
 def predict_with_threshold(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
