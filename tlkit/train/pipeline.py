@@ -63,6 +63,19 @@ class FinetuneResult:
     rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
     doctor: Any = None  # tlkit.diagnosis.DoctorResult of the run's split (data.doctor), from its doctor.json
 
+    def plot_history(self, ax: Any = None) -> Any:
+        """Draw the learning curves (loss, accuracy, learning rate per epoch over all stages; stage boundaries and
+        the kept epoch marked); ``ax``: one axes, or three (default: a new figure). Returns the first axes."""
+        from tlkit.evaluation.curve_display import HistoryDisplay
+
+        return HistoryDisplay.from_history(self.history, kept=self.kept).plot(ax).ax_
+
+    @property
+    def kept(self) -> dict:
+        """Which weights the model kept (stage and epoch counted from 1), as model.json's ``extra.kept``."""
+        meta = self.run_dir / "model.json"
+        return (json.loads(meta.read_text(encoding="utf-8")).get("extra") or {}).get("kept", {}) if meta.is_file() else {}
+
     def __repr__(self) -> str:
         acc = f", test accuracy={self.evaluation.accuracy:.3f}" if self.evaluation is not None else ""
         return f"FinetuneResult(run_dir='{self.run_dir}', backbone={self.model.backbone.name}{acc})"
