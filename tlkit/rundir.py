@@ -35,6 +35,7 @@ KINDS = ("run", "evaluation", "explain")
 REPORT_FILES = frozenset({
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png",
     "confusion_matrix_normalized.png", "reliability.png", "per_class.png", "misclassified.png", "report.html",
+    "roc.png", "precision_recall.png", "learning_curves.png",
 })
 #: the files of a training run besides its report
 RUN_FILES = frozenset({

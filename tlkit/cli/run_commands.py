@@ -28,6 +28,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    threshold: Annotated[Optional[float], typer.Option(help="Two classes: say positive where p(positive) >= this "
+                                                       "(default: the model's own threshold, else argmax).")] = None,
+    positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: the model's).")] = None,
 ) -> None:
     """Evaluate a trained model: metrics with confidence intervals, confusion matrix, report files.
 
@@ -43,7 +46,7 @@ def evaluate(
     prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
     model = load(run_dir, device=device)  # once: for the scores and for the Grad-CAM overlays beside the mistakes
     result = evaluate_model(model, data, run_dir=run_dir, split=split, batch_size=batch_size, workers=workers,
-                            skip_bad=skip_bad)
+                            skip_bad=skip_bad, threshold=threshold, positive=positive_class)
     prepare(target, kind="evaluation", data=data, overwrite=overwrite)
     write_run_report(result, model, target, title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
@@ -60,6 +63,9 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    threshold: Annotated[Optional[float], typer.Option(help="Two classes: say positive where p(positive) >= this "
+                                                       "(default: the model's own threshold, else argmax).")] = None,
+    positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: the model's).")] = None,
 ) -> None:
     """Predict classes for images with a trained model.
 
@@ -68,6 +74,7 @@ def predict(
     from tlkit._io import csv_bytes, json_bytes, readable_text
     from tlkit.data import list_images
     from tlkit.errors import ConfigError
+    from tlkit.evaluation.binary import decision_for
     from tlkit.models.transfer import load
 
     if fmt not in ("table", "csv", "json"):
@@ -75,6 +82,8 @@ def predict(
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model = load(run_dir, device=device)
+    if threshold is not None or positive_class is not None:
+        model.set_decision(decision_for(model, threshold, positive_class))
     paths = list_images(inputs)
     if len(paths) > batch_size:
         from tlkit.console import RichReporter

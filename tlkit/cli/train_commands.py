@@ -133,6 +133,9 @@ def finetune(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
     doctor: Annotated[bool, typer.Option(help="Data doctor on the split first (in the report); --no-doctor: skip.")] = True,
     allow_leakage: Annotated[bool, typer.Option(help="Train even when a picture or a group is in two splits.")] = False,
+    target_recall: Annotated[Optional[float], typer.Option(help="Two classes: threshold chosen on validation for this recall.")] = None,
+    target_precision: Annotated[Optional[float], typer.Option(help="... or for this precision.")] = None,
+    positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: see the README).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,
@@ -143,23 +146,20 @@ def finetune(
         "--batch-size stays the global batch.")] = None,
 ) -> None:
     """Fine-tune a pretrained backbone on a folder of images, evaluate it on the test split, write a report.
-
-    Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]; on 4 GPUs: [bold]torchrun
-    --nproc_per_node 4 -m tlkit finetune data/leaves[/] or [bold]tlkit finetune data/leaves --nproc-per-node 4[/]
+    Example: [bold]tlkit finetune data/leaves --backbone resnet18[/]; on 4 GPUs: [bold]torchrun --nproc_per_node 4 -m tlkit
+    finetune data/leaves[/] or [bold]tlkit finetune data/leaves --nproc-per-node 4[/]
     """
     from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
     from tlkit.report.terminal import print_summary
     from tlkit.train.pipeline import config_for, run
 
-    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
-                     out=str(out_dir) if out_dir else None, seed=seed, device=device,
-                     weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
-                     workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     group_by=group_by, labels=str(labels) if labels else None, doctor=None if doctor else False,
-                     allow_leakage=allow_leakage or None,
-                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
-                     compile=compile_ or None)
+    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head, seed=seed,
+                     out=str(out_dir) if out_dir else None, device=device, weights=str(weights) if weights else None, pretrained=pretrained,
+                     offline=offline or None, workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
+                     group_by=group_by, labels=str(labels) if labels else None, doctor=None if doctor else False, allow_leakage=allow_leakage or None,
+                     target_recall=target_recall, target_precision=target_precision, positive_class=positive_class, compile=compile_ or None,
+                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None)
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
         overrides, backbone = _typed_options(ctx, overrides, backbone)
     overrides.update(parse_set_option(set_ or []))

@@ -153,9 +153,22 @@ class ModelConfig:
     hidden_dim: int = 512
     dropout: float = 0.0
     norm: bool = False
+    # two classes: the positive class (default: tlkit.evaluation.binary's rule) and a decision threshold
+    # chosen on validation for a target recall or precision (none: argmax)
+    positive_class: Union[str, None] = None
+    target_recall: Union[float, None] = None
+    target_precision: Union[float, None] = None
 
     def validate(self, where: str = "model") -> None:
         _choice(self.head, HEADS, f"{where}.head")
+        if self.target_recall is not None and self.target_precision is not None:
+            raise ConfigError(f"{where}.target_recall and {where}.target_precision: give one of them, not both")
+        for name in ("target_recall", "target_precision"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(value, f"{where}.{name}")
+                if value > 1.0:
+                    raise ConfigError(f"{where}.{name} must be in (0, 1], got {value}")
         _positive(self.hidden_dim, f"{where}.hidden_dim")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")

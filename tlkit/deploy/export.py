@@ -165,6 +165,9 @@ def sidecar(model: Any, fmt: str, graph_name: str) -> dict:
                                    "subtract mean and divide by std per channel; HWC -> CHW"},
         "temperature": model.temperature,
         "calibration": dict(model.calibration),
+        # two classes: say positive where output[:, classes.index(positive_class)] >= threshold (None: argmax)
+        "threshold": getattr(model, "threshold", None),
+        "positive_class": (getattr(model, "decision", None) or {}).get("positive"),
     }
 
 

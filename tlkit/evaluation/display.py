@@ -40,7 +40,7 @@ ANNOTATE_MAX_CLASSES = 20
 #: (H, W, 3) uint8; :func:`tlkit.models.explain.explainer` makes one from a model.
 Explainer = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 
-_D = TypeVar("_D", bound="_AxesDisplay")
+_D = TypeVar("_D", bound="AxesDisplay")
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,12 +69,12 @@ def pyplot_figure(figsize: tuple[float, float]) -> Figure:
     return plt.figure(figsize=figsize)
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     # matplotlib treats paired "$" as mathtext; class names and paths must print literally.
     return readable_text(text).replace("$", r"\$")
 
 
-class _AxesDisplay:
+class AxesDisplay:
     """``plot(ax=None)``: draw onto ``ax`` or onto a new pyplot figure of ``figsize``."""
 
     figsize: tuple[float, float]
@@ -97,7 +97,7 @@ class _AxesDisplay:
 # one axes each
 
 
-class ConfusionMatrixDisplay(_AxesDisplay):
+class ConfusionMatrixDisplay(AxesDisplay):
     """The confusion matrix over the full class list; rows are true classes.
 
     ``confusion``: counts, or (``normalized=True``) rows divided by their support, so the diagonal
@@ -144,7 +144,7 @@ class ConfusionMatrixDisplay(_AxesDisplay):
                 color = "white" if value > 0.6 * vmax else "black"
                 ax.text(col, row, text, ha="center", va="center", fontsize=fontsize, color=color)
 
-        labels = [_plain(shorten(c)) for c in self.classes]
+        labels = [plain(shorten(c)) for c in self.classes]
         tick_size = 10 if n_classes <= 12 else 8 if n_classes <= 30 else 7 if n_classes <= 60 else 5
         ax.set_xticks(range(n_classes), labels, rotation=45 if n_classes <= 12 else 90,
                       ha="right" if n_classes <= 12 else "center", rotation_mode="anchor"
@@ -156,7 +156,7 @@ class ConfusionMatrixDisplay(_AxesDisplay):
         ax.set_title(f"Confusion matrix, {kind}" + ("" if self.n is None else f", n={self.n}"))
 
 
-class ReliabilityDisplay(_AxesDisplay):
+class ReliabilityDisplay(AxesDisplay):
     """Accuracy per confidence bin against the diagonal, with the ECE in the title; bar labels are bin counts.
 
     ``bins``: dicts with ``lower``, ``upper``, ``count``, ``confidence`` and ``accuracy`` (the last
@@ -213,7 +213,7 @@ class ReliabilityDisplay(_AxesDisplay):
         ax.legend(loc="upper left", fontsize=8)
 
 
-class PerClassDisplay(_AxesDisplay):
+class PerClassDisplay(AxesDisplay):
     """Per-class recall (with its interval) and F1 as horizontal bars, labelled with each class's support.
 
     ``rows``: ``EvalResult.per_class`` rows (``class``, ``recall``, ``recall_ci_low``,
@@ -249,7 +249,7 @@ class PerClassDisplay(_AxesDisplay):
                 label=f"recall ({self.ci_level:.0%} CI)", xerr=recall_err,
                 error_kw={"ecolor": "#1f3550", "elinewidth": 0.8, "capsize": 2})
         ax.barh(positions + 0.2, f1, height=0.4, color="#e08a3c", label="F1")
-        labels = [_plain(f"{shorten(row['class'])} (n={row['support']})") for row in self.rows]
+        labels = [plain(f"{shorten(row['class'])} (n={row['support']})") for row in self.rows]
         ax.set_yticks(positions, labels, fontsize=9 if n_classes <= 30 else 7)
         ax.set_ylim(n_classes - 0.5, -0.5)  # first class at the top, as in the tables
         ax.set_xlim(0, 1.02)  # room for the caps of whiskers that end at 1
@@ -368,12 +368,12 @@ class MisclassifiedDisplay:
             ax.text(0.5, 0.5, f"image unavailable\n{type(exc).__name__}", ha="center",
                     va="center", fontsize=9, color="#a00000", transform=ax.transAxes)
         if isinstance(pair, str):
-            ax.set_xlabel(_plain(f"no heat map: {pair}"), fontsize=7, color="#a00000")
+            ax.set_xlabel(plain(f"no heat map: {pair}"), fontsize=7, color="#a00000")
         title = (
             f"true: {shorten(item['true'], 22)}\n"
             f"pred: {shorten(item['pred'], 22)} ({item['confidence']:.2f})\n"
         )
-        ax.set_title(_plain(title), fontsize=9)
+        ax.set_title(plain(title), fontsize=9)
         # the file name sits inside the title block, so it never collides with the next row
-        ax.text(0.5, 1.01, _plain(shorten(Path(item["path"]).name, 34)), fontsize=7, ha="center", va="bottom",
+        ax.text(0.5, 1.01, plain(shorten(Path(item["path"]).name, 34)), fontsize=7, ha="center", va="bottom",
                 transform=ax.transAxes, color="#555555")

@@ -37,8 +37,10 @@ from sklearn.metrics import (
 )
 
 from tlkit.errors import ConfigError
-from tlkit.evaluation import display, stats, summary
+from tlkit.evaluation import curve_display, display, stats, summary
+from tlkit.evaluation.binary import BinaryCurves, binary_curves, positive_class, predict_with_threshold
 from tlkit.evaluation.checks import check_inputs, sample_warnings
+from tlkit.evaluation.rows import ci_list, confused_pairs, misclassified_rows, per_class_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -101,6 +103,8 @@ class EvalResult:
     #: ECE and reliability bins of the probabilities before temperature scaling (None when not given)
     ece_uncalibrated: float | None = None
     reliability_uncalibrated: list[dict[str, Any]] | None = None
+    #: two classes: ROC and precision-recall curves, the positive class and the threshold used (else None)
+    binary: BinaryCurves | None = None
 
     @property
     def n(self) -> int:
@@ -118,10 +122,10 @@ class EvalResult:
             "n": self.n,
             "classes": list(self.classes),
             "accuracy": self.accuracy,
-            "accuracy_ci": _ci_list(self.accuracy_ci),
+            "accuracy_ci": ci_list(self.accuracy_ci),
             "accuracy_ci_method": self.accuracy_ci_method,
             "balanced_accuracy": self.balanced_accuracy,
-            "balanced_accuracy_ci": _ci_list(self.balanced_accuracy_ci),
+            "balanced_accuracy_ci": ci_list(self.balanced_accuracy_ci),
             "balanced_accuracy_ci_method": self.balanced_accuracy_ci_method,
             "top_k": {str(k): v for k, v in self.top_k.items()},
             "precision_macro": self.precision_macro,
@@ -151,6 +155,7 @@ class EvalResult:
             "ci_level": self.ci_level,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "binary": None if self.binary is None else self.binary.to_dict(),
         }
 
     def summary_text(self) -> str:
@@ -190,6 +195,14 @@ class EvalResult:
         gallery = display.MisclassifiedDisplay.from_result(self, max_images, load_image=load_image, explain=explain)
         return gallery.plot().figure_
 
+    def plot_roc(self, ax: Axes | None = None) -> Axes:
+        """Draw the ROC curve of a two-class result, its AUC and the operating point(s)."""
+        return curve_display.RocCurveDisplay.from_result(self).plot(ax).ax_
+
+    def plot_precision_recall(self, ax: Axes | None = None) -> Axes:
+        """Draw the precision-recall curve of a two-class result, its average precision and the operating point(s)."""
+        return curve_display.PrecisionRecallDisplay.from_result(self).plot(ax).ax_
+
 
 def evaluate_predictions(
     y_true: Sequence[int] | np.ndarray,
@@ -202,6 +215,7 @@ def evaluate_predictions(
     ci_level: float = 0.95,
     seed: int = 0,
     uncalibrated_probs: np.ndarray | None = None, temperature: float | None = None,
+    positive: str | None = None, threshold: float | None = None,
 ) -> EvalResult:
     """Compute every metric of an :class:`EvalResult` from labels and predicted probabilities.
 
@@ -230,7 +244,8 @@ def evaluate_predictions(
       balanced accuracy at least that often (method ``per-class-clopper-pearson-bonferroni``).
 
     ``uncalibrated_probs``: ``probs`` before scaling by ``temperature``; their ECE is ``ece_uncalibrated``.
-
+    Two classes: ``binary`` has the ROC and PR curves of the ``positive`` class (default: the rule of
+    :func:`~tlkit.evaluation.binary.positive_class`); ``threshold``: "positive" where p >= it (default: argmax).
     ``warnings`` (see :data:`MIN_TEST_IMAGES`, :data:`MIN_CLASS_SUPPORT`, :data:`MAX_CI_WIDTH`)
     says when the test set is too small to conclude much.
 
@@ -244,15 +259,15 @@ def evaluate_predictions(
         'only 2 test images (fewer than 30): every number here is rough; score more images before concluding anything'
     """
     class_list, labels, probs_arr, path_list = check_inputs(y_true, probs, classes, paths, n_bootstrap, ci_level, seed)
-    y_pred = probs_arr.argmax(axis=1)
+    y_pred, binary_pos = _decide(class_list, labels, probs_arr, positive, threshold)
     correct = y_pred == labels
     scores = _scores(labels, y_pred, probs_arr, len(class_list))
     confusion = confusion_matrix(labels, y_pred, labels=np.arange(len(class_list)))
-    row_sums = confusion.sum(axis=1, keepdims=True)
-    confidence = probs_arr[np.arange(len(labels)), y_pred]
+    row_sums, confidence = confusion.sum(axis=1, keepdims=True), probs_arr[np.arange(len(labels)), y_pred]
     ece, reliability = stats.calibration(confidence, correct, ECE_BINS)
     ci = _intervals(labels, correct, confusion, n_bootstrap, ci_level, seed)
-    ece_before, bins_before = _before_scaling(uncalibrated_probs, probs_arr, labels)
+    (ece_before, bins_before), binary = _before_scaling(uncalibrated_probs, probs_arr, labels), binary_pos and \
+        binary_curves(labels, probs_arr, class_list, positive=binary_pos[0], positive_rule=binary_pos[1], threshold=threshold)
     return EvalResult(
         classes=class_list, y_true=labels, probs=probs_arr, paths=path_list, y_pred=y_pred,
         unknown={str(k): [str(f) for f in v] for k, v in (unknown or {}).items()},
@@ -261,15 +276,28 @@ def evaluate_predictions(
         balanced_accuracy_ci_method=ci["balanced_method"], top_k=scores["top_k"],
         precision_macro=scores["macro"][0], recall_macro=scores["macro"][1], f1_macro=scores["macro"][2],
         precision_weighted=scores["weighted"][0], recall_weighted=scores["weighted"][1], f1_weighted=scores["weighted"][2],
-        per_class=_per_class_rows(class_list, scores, ci, confusion), per_class_ci_method=stats.EXACT,
+        per_class=per_class_rows(class_list, scores, ci, confusion), per_class_ci_method=stats.EXACT,
         confusion=confusion, confusion_normalized=np.divide(confusion, row_sums, out=np.zeros(confusion.shape, dtype=float), where=row_sums > 0),
-        ece=ece, reliability=reliability, confused_pairs=_confused_pairs(confusion, class_list),
-        misclassified=_misclassified(labels, y_pred, probs_arr, confidence, class_list, path_list),
-        n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,
-        # integer counts from the confusion matrix (sklearn's support can come back as floats)
+        ece=ece, reliability=reliability, confused_pairs=confused_pairs(confusion, class_list),
+        misclassified=misclassified_rows(labels, y_pred, probs_arr, confidence, class_list, path_list),
+        n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed,  # warnings: integer counts (sklearn's can be floats)
         warnings=sample_warnings(class_list, confusion.sum(axis=1), ci["accuracy"], ci["balanced"], ci_level),
-        temperature=None if temperature is None else float(temperature), ece_uncalibrated=ece_before,
-        reliability_uncalibrated=bins_before)
+        temperature=None if temperature is None else float(temperature), ece_uncalibrated=ece_before, reliability_uncalibrated=bins_before,
+        binary=binary or None)
+
+
+def _decide(classes: list[str], labels: np.ndarray, probs: np.ndarray, given: str | None,
+            threshold: float | None) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """The predicted classes (argmax, or the threshold on two classes) and the positive class with its rule
+    (None beyond two classes, where a positive class or a threshold is an error)."""
+    if len(classes) != 2:
+        if threshold is not None or given is not None:
+            raise ConfigError(f"a positive class and a threshold need two classes; this result has {len(classes)}")
+        return probs.argmax(axis=1), None
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold must be a probability from 0 to 1, got {threshold!r}")
+    positive = positive_class(classes, np.bincount(labels, minlength=2).tolist(), given=given)
+    return (probs.argmax(axis=1) if threshold is None else predict_with_threshold(probs, positive[0], threshold)), positive
 
 
 
@@ -335,59 +363,3 @@ def _intervals(labels: np.ndarray, correct: np.ndarray, confusion: np.ndarray, n
                                                                    level=ci_level)
             out["balanced_method"] = stats.PER_CLASS_EXACT_BONFERRONI
     return out
-
-
-def _per_class_rows(classes: list[str], scores: dict[str, Any], intervals: dict[str, Any],
-                    confusion: np.ndarray) -> list[dict[str, Any]]:
-    """One flat row per class, the same keys in every row (see :class:`EvalResult`)."""
-    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    (recall_lo, recall_hi), (precision_lo, precision_hi) = intervals["recall"], intervals["precision"]
-    return [
-        {
-            "class": name,
-            "precision": float(scores["precision"][i]),
-            "recall": float(scores["recall"][i]),
-            "f1": float(scores["f1"][i]),
-            "support": int(support[i]),
-            "precision_ci_low": _bound(precision_lo[i]),
-            "precision_ci_high": _bound(precision_hi[i]),
-            "recall_ci_low": _bound(recall_lo[i]),
-            "recall_ci_high": _bound(recall_hi[i]),
-            "predicted": int(predicted[i]),
-        }
-        for i, name in enumerate(classes)
-    ]
-
-
-def _bound(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
-
-
-def _confused_pairs(confusion: np.ndarray, classes: list[str]) -> list[tuple[str, str, int]]:
-    off = confusion.copy()
-    np.fill_diagonal(off, 0)
-    rows, cols = np.nonzero(off)
-    pairs = [(classes[t], classes[p], int(off[t, p])) for t, p in zip(rows, cols)]
-    return sorted(pairs, key=lambda x: (-x[2], x[0], x[1]))
-
-
-def _misclassified(labels: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, confidence: np.ndarray,
-                   classes: list[str], paths: list[str] | None) -> list[dict[str, Any]]:
-    wrong = np.flatnonzero(labels != y_pred)
-    # Most confident mistakes first; ties keep row order so the list is deterministic.
-    order = wrong[np.lexsort((wrong, -confidence[wrong]))]
-    return [
-        {
-            "index": int(i),
-            "path": paths[i] if paths is not None else None,
-            "true": classes[labels[i]],
-            "pred": classes[y_pred[i]],
-            "confidence": float(confidence[i]),
-            "prob_true": float(probs[i, labels[i]]),
-        }
-        for i in order
-    ]
-
-
-def _ci_list(ci: tuple[float, float] | None) -> list[float] | None:
-    return None if ci is None else [ci[0], ci[1]]

@@ -27,11 +27,14 @@ SPLITS = ("train", "val", "test", "all")
 
 
 def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_size: int = 32, workers: int = 0,
-             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0, skip_bad: bool = False) -> EvalResult:
+             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0, skip_bad: bool = False,
+             threshold: float | None = None, positive: str | None = None) -> EvalResult:
     """Evaluate a trained model on a dataset, over the model's full class list, with the calibrated
     probabilities ``predict`` gives (the ECE before temperature scaling is ``result.ece_uncalibrated``).
 
     ``skip_bad``: unreadable images are left out (named in ``result.warnings``) instead of stopping.
+    Two classes: ``threshold`` on p(``positive``) replaces the model's own decision threshold (default:
+    the one in its model.json, else argmax); ``positive`` the positive class.
 
     ``model_or_run``: a :class:`~tlkit.models.transfer.TransferModel`, a run directory or a saved model folder.
     ``data``: ``None`` (the run's own ``split`` from its ``splits.json``), a folder of class folders
@@ -48,12 +51,13 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_
     else:
         model, run_dir = load(model_or_run, device=device), model_or_run
     return evaluate_model(model, data, run_dir=run_dir, split=split, batch_size=batch_size, workers=workers,
-                          n_bootstrap=n_bootstrap, seed=seed, skip_bad=skip_bad)
+                          n_bootstrap=n_bootstrap, seed=seed, skip_bad=skip_bad, threshold=threshold, positive=positive)
 
 
 def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.PathLike[str] | None = None,
                    split: str = "test", batch_size: int = 32, workers: int = 0, n_bootstrap: int = 1000,
-                   seed: int = 0, skip_bad: bool = False) -> EvalResult:
+                   seed: int = 0, skip_bad: bool = False, threshold: float | None = None,
+                   positive: str | None = None) -> EvalResult:
     """:func:`evaluate` for a model already loaded (``tlkit evaluate`` loads it once, for this and its report).
 
     ``run_dir``: the run the model was loaded from; its ``splits.json`` gives the images when
@@ -78,10 +82,14 @@ def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.
     if not preds.sources:
         raise DataError(f"none of the {len(known)} images in {manifest.root} could be read; see `tlkit check`")
     scaled = model.temperature != 1.0  # the ECE before scaling is worth showing only when there was some
+    decision = model.decision or {}
     result = evaluate_predictions(np.array([label_of[p] for p in preds.sources]), preds.probs, model.classes,
                                   paths=preds.sources, unknown=unknown, n_bootstrap=n_bootstrap, seed=seed,
                                   uncalibrated_probs=preds.uncalibrated_probs if scaled else None,
-                                  temperature=model.temperature)
+                                  temperature=model.temperature, positive=positive or decision.get("positive"),
+                                  threshold=threshold if threshold is not None else decision.get("threshold"))
+    if result.binary is not None and positive is None and decision:
+        result.binary.positive_rule = decision.get("positive_rule", "given")
     if preds.skipped:
         shown = ", ".join(s["path"] for s in preds.skipped[:5]) + (" ..." if len(preds.skipped) > 5 else "")
         result.warnings.append(f"{len(preds.skipped)} unreadable image(s) left out (--skip-bad): {shown}")

@@ -14,6 +14,7 @@ Functions take the result as their first argument: any object with the fields of
 from __future__ import annotations
 
 import html
+import os
 from typing import Any
 
 from tlkit._io import readable_text
@@ -28,14 +29,20 @@ FRAGMENT_CSS = """
 .tlkit table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 .tlkit th, .tlkit td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 .tlkit th { background: #f3f4f6; }
-.tlkit td.name, .tlkit th.name { text-align: left; max-width: 320px; overflow-wrap: anywhere; }
+.tlkit td.name, .tlkit th.name { text-align: left; min-width: 7em; max-width: 320px; overflow-wrap: break-word; }
+.tlkit .scroll { overflow-x: auto; max-width: 100%; -webkit-overflow-scrolling: touch; }
+.tlkit .scroll > table { margin: 0; }
+.tlkit .scroll { margin: 8px 0; }
 .tlkit .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; }
 .tlkit .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 150px; }
 .tlkit .card .v { font-size: 22px; font-weight: 600; }
 .tlkit .card .k, .tlkit .muted { color: #666; font-size: 12px; }
 .tlkit img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .tlkit .cm td { min-width: 28px; text-align: center; }
-.tlkit .cm th.col { white-space: nowrap; font-size: 12px; }
+.tlkit .cm th.col { white-space: nowrap; font-size: 12px; vertical-align: bottom; padding: 6px 2px; }
+.tlkit .cm th.col span { writing-mode: vertical-rl; transform: rotate(180deg); display: inline-block;
+                         max-height: 10em; overflow: hidden; text-overflow: ellipsis; }
+.tlkit th.sort { cursor: pointer; } .tlkit th.sort:hover { background: #e5e7eb; }
 .tlkit .pair { display: flex; gap: 12px; align-items: flex-start; }
 .tlkit .pair img { max-width: calc(50% - 6px); }
 .tlkit .warn { background: #fff4e5; border: 1px solid #f0b45a; padding: 8px 12px; margin: 12px 0; }
@@ -50,6 +57,22 @@ FRAGMENT_CSS = """
 def shorten(name: str, limit: int = MAX_TICK_CHARS) -> str:
     """``name`` cut to ``limit`` characters, the last one an ellipsis when it was longer."""
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def scroll(table_html: str) -> str:
+    """A table in a wrapper that scrolls sideways when the page is narrower than the table (phones)."""
+    return f'<div class="scroll">{table_html}</div>'
+
+
+def shown_path(path: Any, start: str | None = None) -> str:
+    """A path as a page may show it: relative to ``start`` (default: the current directory) when inside
+    it, else the folder's own name; never the machine's absolute path."""
+    text, start = os.path.abspath(os.fspath(path)), os.path.abspath(start or os.getcwd())
+    try:
+        inside = os.path.commonpath([text, start]) == start
+    except ValueError:  # another drive
+        inside = False
+    return (os.path.relpath(text, start) if inside else os.path.basename(text.rstrip(os.sep))) or "."
 
 
 def escape(value: Any) -> str:
@@ -184,10 +207,10 @@ def per_class_html(result: Any) -> str:
         for r in result.per_class
     )
     return (
-        '<table><tr><th class="name">class</th><th>precision</th>'
-        f"<th>{level}</th><th>recall</th><th>{level}</th><th>F1</th>"
-        f"<th>support</th><th>predicted</th></tr>{rows}</table>"
-        f'<p class="muted">Intervals: {escape(result.per_class_ci_method)} (recall out of the support, '
+        scroll('<table class="sortable"><tr><th class="name">class</th><th>precision</th>'
+               f"<th>{level}</th><th>recall</th><th>{level}</th><th>F1</th>"
+               f"<th>support</th><th>predicted</th></tr>{rows}</table>")
+        + f'<p class="muted">Intervals: {escape(result.per_class_ci_method)} (recall out of the support, '
         "precision out of the images predicted as the class).</p>"
     )
 
@@ -202,7 +225,7 @@ def confusion_html(result: Any) -> str:
         )
     # Column headers are shortened (full name on hover) so narrow count columns stay one line.
     head = "".join(
-        f'<th class="col" title="{escape(c)}">{escape(shorten(c, 14))}</th>' for c in result.classes
+        f'<th class="col" title="{escape(c)}"><span>{escape(shorten(c, 14))}</span></th>' for c in result.classes
     )
     body = []
     for name, counts, shares in zip(
@@ -215,10 +238,8 @@ def confusion_html(result: Any) -> str:
             for c, s in zip(counts, shares)
         )
         body.append(f'<tr><th class="name">{escape(name)}</th>{cells}</tr>')
-    return (
-        '<table class="cm"><tr><th class="name">true \\ predicted</th>'
-        f'{head}</tr>{"".join(body)}</table>'
-    )
+    return scroll('<table class="cm"><tr><th class="name">true \\ predicted</th>'
+                  f'{head}</tr>{"".join(body)}</table>')
 
 
 def result_html(result: Any) -> str:

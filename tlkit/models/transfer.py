@@ -48,6 +48,9 @@ class Predictions:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of files left out (skip_bad)
     logits: np.ndarray | None = None  # (N, C) before the temperature: what ``probs`` was computed from
     temperature: float = 1.0  # probs = softmax(logits / temperature)
+    #: two classes with a decision threshold: the positive class's index and the threshold (else argmax)
+    positive: int | None = None
+    threshold: float | None = None
 
     @property
     def uncalibrated_probs(self) -> np.ndarray:
@@ -58,7 +61,11 @@ class Predictions:
 
     @property
     def labels(self) -> list[str]:
-        return [self.classes[i] for i in self.probs.argmax(axis=1)]
+        """The predicted class of each image: the positive class where p(positive) >= ``threshold``, else argmax."""
+        if self.threshold is None or self.positive is None:
+            return [self.classes[i] for i in self.probs.argmax(axis=1)]
+        said = self.probs[:, self.positive] >= self.threshold
+        return [self.classes[self.positive if s else 1 - self.positive] for s in said]
 
     @property
     def confidence(self) -> np.ndarray:
@@ -101,7 +108,26 @@ class TransferModel(nn.Module):
         #: how the temperature was found (``fitted_on``: "val", or None with the ``reason``)
         self.calibration: dict = {"fitted_on": None, "reason": "not calibrated"}
         self.set_temperature(temperature)
+        #: two classes: ``positive`` (a class name), ``threshold`` (None: argmax) and how it was chosen
+        self.decision: dict | None = None
         self.source: Path | None = None  # the folder :meth:`load` read the model from
+
+    def set_decision(self, decision: dict | None) -> None:
+        """Say "positive" where p(positive) >= ``decision["threshold"]`` from now on (two classes; stored in
+        model.json); ``None``, or a threshold of ``None``: argmax, as without a decision."""
+        if decision is not None:
+            threshold = decision.get("threshold")
+            if len(self.classes) != 2 or decision.get("positive") not in self.classes:
+                raise ConfigError(f"a decision needs two classes and a positive class among them ({', '.join(self.classes)}), "
+                                  f"got {decision.get('positive')!r}")
+            if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+                raise ConfigError(f"threshold must be a probability from 0 to 1, got {threshold!r}")
+        self.decision = None if decision is None else dict(decision)
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold on p(positive class), or None (argmax)."""
+        return None if self.decision is None else self.decision.get("threshold")
 
     def set_temperature(self, temperature: float, calibration: dict | None = None) -> None:
         """Use ``temperature`` from now on (``calibration``: how it was found, stored in model.json)."""
@@ -140,6 +166,7 @@ class TransferModel(nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "temperature": self.temperature,
             "calibration": self.calibration,
+            **({"decision": self.decision} if self.decision is not None else {}),
         }
 
     def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -180,6 +207,7 @@ class TransferModel(nn.Module):
             model.set_temperature(meta.get("temperature", 1.0),
                                   meta.get("calibration") or {"fitted_on": None, "reason": "saved before tlkit "
                                                               "calibrated models"})
+            model.set_decision(meta.get("decision"))  # none before tlkit kept thresholds: argmax, as always
         except CheckpointError:
             raise
         except Exception as exc:
@@ -241,7 +269,9 @@ class TransferModel(nn.Module):
 
         Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
         An unreadable file is a DataError naming it; with ``skip_bad`` it is left out and listed in
-        ``Predictions.skipped``.
+        ``Predictions.skipped``. A two-class model with a decision threshold (``model.decision``, chosen on
+        validation by ``--target-recall`` or set with :meth:`set_decision`) labels an image positive
+        where p(positive) >= threshold; without one, labels are the argmax.
         """
         from PIL import Image
 
@@ -271,7 +301,13 @@ class TransferModel(nn.Module):
         pairs = [self._logits_and_probs(torch.stack(tensors[s:s + batch_size]))
                  for s in range(0, len(tensors), batch_size)]
         return Predictions(self.classes, torch.cat([p for _, p in pairs]).numpy(), sources,
-                           logits=torch.cat([z for z, _ in pairs]).numpy(), temperature=self.temperature)
+                           logits=torch.cat([z for z, _ in pairs]).numpy(), temperature=self.temperature,
+                           **self._decision_fields())
+
+    def _decision_fields(self) -> dict:
+        if self.threshold is None:
+            return {}
+        return {"positive": self.classes.index(self.decision["positive"]), "threshold": float(self.threshold)}
 
 
     def _predict_files(self, paths: list[str], transform, batch_size: int, workers: int, progress,  # noqa: ANN001
@@ -294,7 +330,8 @@ class TransferModel(nn.Module):
                 progress(done, len(paths))
         empty = np.empty((0, len(self.classes)))
         return Predictions(self.classes, torch.cat(probs).numpy() if probs else empty, kept, skipped,
-                           logits=torch.cat(logits).numpy() if logits else empty, temperature=self.temperature)
+                           logits=torch.cat(logits).numpy() if logits else empty, temperature=self.temperature,
+                           **self._decision_fields())
 
     # -- deployment
     def export(self, path: str | os.PathLike, *, format: str = "onnx",

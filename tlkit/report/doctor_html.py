@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tlkit.diagnosis.result import DoctorResult, DuplicatePair, Outlier, SuspectLabel
-from tlkit.evaluation.summary import FRAGMENT_CSS, escape
+from tlkit.evaluation.summary import FRAGMENT_CSS, escape, shown_path
 from tlkit.report.html import PAGE_CSS
 
 #: ``relative path -> image bytes (JPEG or PNG), or None when the file cannot be shown``
@@ -182,7 +182,7 @@ def _more(shown: int, total: int, file: str) -> str:
 
 def _about(result: DoctorResult) -> str:
     images = result.settings.get("images", sum(sum(c.values()) for c in result.counts.values()))
-    facts = [f"{escape(result.root)}", f"{images} images", f"{len(result.classes)} classes"]
+    facts = [f"{escape(shown_path(result.root))}", f"{images} images", f"{len(result.classes)} classes"]
     for key in ("backbone", "image_size", "folds"):
         if key in result.settings:
             facts.append(f"{key.replace('_', ' ')} {escape(result.settings[key])}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from tlkit._io import atomic_write_bytes, csv_bytes, json_bytes
+from tlkit.evaluation.curve_display import HistoryDisplay, PrecisionRecallDisplay, RocCurveDisplay
 from tlkit.evaluation.display import (
     ConfusionMatrixDisplay,
     Explainer,
@@ -37,6 +38,7 @@ from tlkit.evaluation.display import (
     PerClassDisplay,
     ReliabilityDisplay,
 )
+from tlkit.evaluation.history import TrainingHistory
 from tlkit.evaluation.metrics import EvalResult
 from tlkit.report.html import report_html
 
@@ -59,6 +61,8 @@ def write_report(
     title: str = "tlkit evaluation",
     extra: dict[str, Any] | None = None,
     sections: tuple[str, ...] = (),
+    history: TrainingHistory | None = None,
+    data_root: str | None = None,
 ) -> dict[str, Path]:
     """Write metrics, CSVs, plots and one self-contained ``report.html`` into ``out_dir``.
 
@@ -67,7 +71,9 @@ def write_report(
     for stored predictions with no model) the gallery shows the images alone.
     ``extra`` (run info: backbone, recipe, timings, ...) is shown at the top of the HTML and
     stored under ``"run"`` in metrics.json. ``sections``: HTML fragments shown after the evaluation
-    (see :func:`~tlkit.report.html.report_html`). Returns file name -> path.
+    (see :func:`~tlkit.report.html.report_html`). ``history``: a training run's epochs
+    (``learning_curves.png`` and its section); a two-class result adds ``roc.png`` and
+    ``precision_recall.png``. ``data_root``: the tables show files relative to it. Returns file name -> path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,11 +87,12 @@ def write_report(
     put("metrics.json", json_bytes({"title": title, "run": run_info, **result.to_dict()}))
     for name, data in table_files(result).items():
         put(name, data)
-    images, gradcam = render_images(result, load_image=load_image, explain=explain)
+    images, gradcam = render_images(result, load_image=load_image, explain=explain, history=history)
     for name, data in images.items():
         put(name, data)
     # every text in the page went through summary.escape (readable_text); "replace" only guards the encoder
-    put("report.html", report_html(result, title, run_info, images, gradcam=gradcam, sections=sections).encode("utf-8", "replace"))
+    page = report_html(result, title, run_info, images, gradcam=gradcam, sections=sections, data_root=data_root)
+    put("report.html", page.encode("utf-8", "replace"))
     return written
 
 
@@ -97,18 +104,20 @@ def write_run_report(
     title: str,
     extra: dict[str, Any] | None = None,
     sections: tuple[str, ...] = (),
+    history: TrainingHistory | None = None,
+    data_root: str | None = None,
 ) -> dict[str, Path]:
     """Write the report of a trained ``model``'s evaluation into ``out_dir`` (a run directory, or an
     evaluation folder of ``tlkit evaluate``): :func:`write_report` with the gallery's images read by
     :func:`tlkit.data.load_image` and a Grad-CAM overlay for the predicted class beside each
-    mistake (:func:`tlkit.models.explain.explainer`). ``title``, ``extra`` and ``sections``: as for :func:`write_report`.
+    mistake (:func:`tlkit.models.explain.explainer`). The other arguments: as for :func:`write_report`.
     Returns file name -> path.
     """
     from tlkit.data import load_image
     from tlkit.models.explain import explainer
 
     return write_report(result, out_dir, load_image=load_image, explain=explainer(model), title=title, extra=extra,
-                        sections=sections)
+                        sections=sections, history=history, data_root=data_root)
 
 
 def table_files(result: EvalResult) -> dict[str, bytes]:
@@ -142,21 +151,30 @@ def prediction_rows(result: EvalResult) -> tuple[list[str], list[list[Any]]]:
 
 def render_images(
     result: EvalResult, *, load_image: Callable[[str], Any] | None = None, explain: Explainer | None = None,
+    history: TrainingHistory | None = None,
 ) -> tuple[dict[str, bytes], bool]:
     """The report's PNG images by file name, and whether the gallery shows any Grad-CAM overlay.
 
     Each figure is drawn outside pyplot (no backend, no global state, freed when dropped).
     """
     images: dict[str, bytes] = {}
-    for name, shown in (
+    shown_figures: list[tuple[str, Any]] = [
         ("confusion_matrix.png", ConfusionMatrixDisplay.from_result(result)),
         ("confusion_matrix_normalized.png", ConfusionMatrixDisplay.from_result(result, normalize=True)),
         ("reliability.png", ReliabilityDisplay.from_result(result)),
         ("per_class.png", PerClassDisplay.from_result(result)),
-    ):
+    ]
+    if result.binary is not None:
+        shown_figures += [("roc.png", RocCurveDisplay.from_result(result)),
+                          ("precision_recall.png", PrecisionRecallDisplay.from_result(result))]
+    for name, shown in shown_figures:
         fig = _detached_figure(shown.figsize)
         shown.plot(fig.add_subplot())
         images[name] = _png_bytes(fig)
+    if history is not None and history.x:
+        curves = HistoryDisplay(history)
+        fig = _detached_figure(curves.figsize)
+        images["learning_curves.png"] = _png_bytes(curves.plot(list(fig.subplots(3, 1, sharex=True))).figure_)
     gallery = MisclassifiedDisplay.from_result(result, GALLERY_MAX_IMAGES, load_image=load_image, explain=explain)
     images["misclassified.png"] = _png_bytes(gallery.plot(_detached_figure(gallery.figsize)).figure_)
     return images, gallery.has_heat_maps

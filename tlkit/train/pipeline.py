@@ -35,6 +35,7 @@ from tlkit.train.activations import ActivationCache, base_group, first_trainable
 from tlkit.train.checkpoint import Checkpointer, TrainState, load_checkpoint
 from tlkit.train.context import RunContext
 from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
+from tlkit.train.decision import check_decision, decide
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.image_feed import ImageFeed
 from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
@@ -61,6 +62,19 @@ class FinetuneResult:
     timings: dict = field(default_factory=dict)
     rank: int = 0  # this process's rank when several train together; only rank 0 has the evaluation
     doctor: Any = None  # tlkit.diagnosis.DoctorResult of the run's split (data.doctor), from its doctor.json
+
+    def plot_history(self, ax: Any = None) -> Any:
+        """Draw the learning curves (loss, accuracy, learning rate per epoch over all stages; stage boundaries and
+        the kept epoch marked); ``ax``: one axes, or three (default: a new figure). Returns the first axes."""
+        from tlkit.evaluation.curve_display import HistoryDisplay
+
+        return HistoryDisplay.from_history(self.history, kept=self.kept).plot(ax).ax_
+
+    @property
+    def kept(self) -> dict:
+        """Which weights the model kept (stage and epoch counted from 1), as model.json's ``extra.kept``."""
+        meta = self.run_dir / "model.json"
+        return (json.loads(meta.read_text(encoding="utf-8")).get("extra") or {}).get("kept", {}) if meta.is_file() else {}
 
     def __repr__(self) -> str:
         acc = f", test accuracy={self.evaluation.accuracy:.3f}" if self.evaluation is not None else ""
@@ -147,6 +161,8 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     if cfg.resume:
         check_resume(cfg)
     scanned = None if cfg.resume else dist.on_main(lambda: scan_data(cfg, reporter))
+    if scanned is not None:
+        check_decision(cfg, scanned.classes)  # a threshold target on a task that is not two-class: refused now
     seed_everything(cfg.seed)
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
@@ -260,16 +276,21 @@ def evaluate_test(ctx: RunContext) -> Any:
     logits = split_logits(ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
-    return evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
+    result = evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
                                 paths=ctx.manifest.paths("test"), seed=ctx.cfg.seed,
                                 uncalibrated_probs=torch.softmax(logits, 1).numpy() if ctx.model.temperature != 1.0
-                                else None, temperature=ctx.model.temperature)
+                                else None, temperature=ctx.model.temperature,
+                                positive=(ctx.model.decision or {}).get("positive"), threshold=ctx.model.threshold)
+    if result.binary is not None and ctx.model.decision:
+        result.binary.positive_rule = ctx.model.decision.get("positive_rule", "given")
+    return result
 
 
 def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     """Calibrate and save the model, evaluate it on the test split, write the report and the timings."""
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
     calibrate(ctx.model, ctx.predictor, ctx.activations, ctx.manifest.labels("val"), ctx.reporter)
+    decide(ctx)  # two classes: the positive class, and the threshold for a target recall or precision
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
     if ctx.dist.is_main:
         model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings, "kept": ctx.kept})
@@ -298,17 +319,14 @@ def _kept_text(kept: dict) -> str:
 
 
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
+    from tlkit.evaluation.history import TrainingHistory
     from tlkit.report.doctor_html import run_section_html
     from tlkit.report.files import write_run_report
+    from tlkit.report.run_info import run_header
 
-    backbone, pre = ctx.model.backbone, ctx.model.preprocessing
     findings = load_findings(ctx.run.doctor)
     write_run_report(evaluation, ctx.model, ctx.run.path, title=f"tlkit: {Path(ctx.cfg.data.path).name}",
-                     extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
-                            "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
-                            "timings": {k: f"{v:.1f} s" for k, v in timings.items()},
-                            "kept weights": _kept_text(ctx.kept),
-                            "validation (kept weights)": {k: round(v, 4) for k, v in ctx.kept.items()
-                                                          if k.startswith("val_")},
-                            "split": {s: len(v) for s, v in ctx.manifest.splits.items()}},
+                     extra=run_header(ctx.cfg, ctx.manifest, ctx.history, ctx.kept, timings, ctx.model, ctx.device,
+                                      _kept_text(ctx.kept)),
+                     history=TrainingHistory.from_records(ctx.history, ctx.kept), data_root=ctx.manifest.root,
                      sections=() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))

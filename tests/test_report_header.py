@@ -1,0 +1,64 @@
+"""The report's header: readable rows (no JSON), stages as run, a data summary, versions; no absolute path of the
+machine anywhere on the page; tables that scroll sideways on a phone."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import tlkit
+from tlkit.evaluation.summary import shown_path
+from tlkit.report.header import header_html
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> tlkit.FinetuneResult:
+    from conftest import _make_color_dataset
+
+    root = tmp_path_factory.mktemp("header")
+    data = _make_color_dataset(root / "colors", {"red": 8, "green": 8, "a_long_class_name_x": 8}, size=24)
+    return tlkit.finetune(data, backbone="timm:test_resnet", pretrained=False, image_size=32, workers=0, batch_size=8,
+                          recipe="linear-probe", epochs=2, out=str(root / "run"), cache_dir=str(root / "cache"))
+
+
+def _header(page: str) -> str:
+    return page[page.index('<section class="run-info">'):page.index("</section>")]
+
+
+def test_header_rows_are_readable_not_json(run: tlkit.FinetuneResult) -> None:
+    page = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    header = _header(page)
+    assert '{"' not in header and "{&quot;" not in header and "[{" not in header
+    for row in ("data", "run", "recipe", "image sizes", "skipped files", "versions", "date", "device", "timings"):
+        assert f'<th class="name">{row}</th>' in header
+    assert "Stages as run" in header and "epochs planned" in header and "linear-probe" in header
+    assert "Images per class and split" in header and "min 24x24" in header
+    assert f"torch {__import__('torch').__version__}" in header
+
+
+def test_no_absolute_path_of_the_machine_in_the_page(run: tlkit.FinetuneResult) -> None:
+    page = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    for folder in (str(run.run_dir), str(Path(run.config.data.path)), str(Path(run.run_dir).parent), os.getcwd()):
+        assert folder not in page
+    assert not re.search(r"/tmp/|/home/|/root/|/Users/", page)
+
+
+def test_tables_scroll_on_a_phone(run: tlkit.FinetuneResult) -> None:
+    page = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert ".tlkit .scroll { overflow-x: auto" in page
+    assert '<div class="scroll"><table class="cm">' in page
+    assert "writing-mode: vertical-rl" in page  # the matrix's column labels stand up instead of wrapping
+    assert 'title="a_long_class_name_x"' in page  # shortened labels keep the full name as a tooltip
+    assert "<script>" in page and "table.sortable" in page and "src=\"http" not in page
+
+
+def test_shown_path_and_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "data" / "x") == os.path.join("data", "x")
+    assert shown_path("/somewhere/else/leaves") == "leaves"
+    html = header_html({"split": {"train": 3, "test": 1}, "stages": [{"stage": 1, "kind": "probe"}], "n": 0.123456})
+    assert "train 3 · test 1" in html and "<h3>Stages as run</h3>" in html and "0.1235" in html
