@@ -7,7 +7,7 @@ import io
 import pytest
 import typer
 
-from tlkit.cli.output import PIPE_WIDTH, CommandConsole, folding_table, friendly
+from tlkit.cli.output import PIPE_WIDTH, CommandConsole, err, folding_table, friendly
 from tlkit.errors import ConfigError
 
 
@@ -59,3 +59,28 @@ def test_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"tlkit {__version__}"
+
+
+def test_an_error_message_is_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Brackets in a message (an install command, a list) are printed as they are."""
+    err.renew()
+
+    @friendly
+    def failing() -> None:
+        raise ConfigError('onnx is not installed: pip install "tlkit[export]"; classes [cat, dog]')
+
+    with pytest.raises(typer.Exit):
+        failing()
+    assert capsys.readouterr().err.strip() == 'error: onnx is not installed: pip install "tlkit[export]"; classes [cat, dog]'
+
+
+def test_help_off_a_terminal_is_not_cut_at_80_columns() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TERMINAL_WIDTH", "COLUMNS")}
+    text = subprocess.run([sys.executable, "-m", "tlkit", "finetune", "--help"], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    assert "…" not in text and "[default: efficientnet_lite0]" in text
+    assert max(len(line) for line in text.splitlines()) <= 120

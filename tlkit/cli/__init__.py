@@ -62,6 +62,23 @@ app.command("doctor")(friendly(doctor_command))
 app.command("sweep")(friendly(sweep_command))
 
 
+#: width of ``--help`` when stdout is not a terminal (a pipe, a file, a CI log): rich's default of 80
+#: columns cut option defaults short (``efficientnet_lite…``); TERMINAL_WIDTH still wins
+HELP_WIDTH = 120
+
+
+def help_width() -> None:
+    """Give typer's help console :data:`HELP_WIDTH` columns off a terminal, unless TERMINAL_WIDTH says otherwise."""
+    import os
+    import sys
+
+    import typer.rich_utils
+
+    if not os.environ.get("TERMINAL_WIDTH") and not sys.stdout.isatty():
+        typer.rich_utils.MAX_WIDTH = HELP_WIDTH
+
+
 def main() -> None:
     """The ``tlkit`` console script."""
+    help_width()
     app()

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Annotated, Any, Callable, List, Optional
+from typing import Annotated, List, Optional
 
 import typer
-from rich.markup import escape
 
 from tlkit.cli.output import friendly, out
-from tlkit.errors import TlkitError
-
-
-def _plain_brackets(func: Callable) -> Callable:
-    """``func`` with brackets in its errors kept: :func:`friendly` prints them as rich markup, where
-    ``pip install "tlkit[export]"`` would lose its ``[export]``."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TlkitError as exc:
-            raise type(exc)(escape(str(exc))) from exc
-
-    return wrapper
 
 
 @friendly
-@_plain_brackets
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or a saved model folder).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (needs tlkit[export]) or torchscript.")] = "onnx",
@@ -59,7 +41,6 @@ def export(
 
 
 @friendly
-@_plain_brackets
 def embed(
     run_or_backbone: Annotated[str, typer.Argument(help="A run directory, or a backbone name (pretrained).")],
     data: Annotated[Path, typer.Argument(help="Folder of images (or of class folders: their names become labels).")],

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tlkit.errors import TlkitError
@@ -56,7 +57,8 @@ def friendly(func: Callable) -> Callable:
                 time.sleep(1.0)
             else:
                 message = " ".join(str(exc).split("\n"))
-                err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+                # the message is text, not markup: `pip install "tlkit[export]"` keeps its brackets
+                err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
