@@ -107,3 +107,15 @@ def test_cli_evaluate_loads_the_model_once(run_dir: Path, tiny_data: Path, tmp_p
     assert loads == [str(run_dir)]  # once, for the scores and for the Grad-CAM overlays
     assert "report written to" in result.stdout and (out / "report.html").is_file()
     assert tlkit.evaluate is evaluate
+
+
+def test_evaluating_training_images_warns_and_per_class_is_a_dataframe(tiny_data, fast_kwargs) -> None:  # noqa: ANN001
+    import tlkit
+
+    result = tlkit.finetune(tiny_data, recipe="linear-probe", epochs=1, doctor=False, **fast_kwargs)
+    everything = tlkit.evaluate(result.run_dir, split="all")
+    n_train = len(result.manifest.paths("train"))
+    assert any(w.startswith(f"{n_train} of the {everything.n} images evaluated were used to train") for w in everything.warnings)
+    assert not any("used to train" in w for w in tlkit.evaluate(result.run_dir, split="test").warnings)
+    frame = everything.per_class_frame()
+    assert list(frame.index) == result.model.classes and "recall" in frame.columns

@@ -158,6 +158,15 @@ class EvalResult:
             "binary": None if self.binary is None else self.binary.to_dict(),
         }
 
+    def per_class_frame(self) -> Any:
+        """:attr:`per_class` as a pandas DataFrame indexed by class (pandas is imported here, only when asked)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("per_class_frame() needs pandas: pip install pandas (or use the list result.per_class, "
+                              "or per_class.csv)") from exc
+        return pd.DataFrame(self.per_class).set_index("class")
+
     def summary_text(self) -> str:
         """A plain multi-line summary (warnings, headline metrics, per-class table, top confusions).
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlkit.errors import ConfigError, DataError
+from tlkit.errors import ConfigError, DataError, TlkitError
 from tlkit.evaluation.metrics import EvalResult, evaluate_predictions
 
 if TYPE_CHECKING:
@@ -90,10 +90,30 @@ def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.
                                   threshold=threshold if threshold is not None else decision.get("threshold"))
     if result.binary is not None and positive is None and decision:
         result.binary.positive_rule = decision.get("positive_rule", "given")
+    seen = trained_on(run_dir, preds.sources)
+    if seen:
+        result.warnings.insert(0, f"{seen} of the {len(preds.sources)} images evaluated were used to train this model "
+                                  "(its splits.json, train split): the figures on them are optimistic; evaluate on "
+                                  "split 'test' or on images it never saw")
     if preds.skipped:
         shown = ", ".join(s["path"] for s in preds.skipped[:5]) + (" ..." if len(preds.skipped) > 5 else "")
         result.warnings.append(f"{len(preds.skipped)} unreadable image(s) left out (--skip-bad): {shown}")
     return result
+
+
+def trained_on(run_dir: str | os.PathLike[str] | None, paths: list[str]) -> int:
+    """How many of ``paths`` are training images of the run in ``run_dir`` (0 without its splits.json)."""
+    from tlkit.data import Manifest
+
+    splits = Path(run_dir) / "splits.json" if run_dir is not None else None
+    if splits is None or not splits.is_file():
+        return 0
+    try:
+        manifest = Manifest.load(splits)
+    except (OSError, ValueError, TlkitError):
+        return 0
+    train = {os.path.realpath(p) for p in manifest.paths("train")}
+    return sum(os.path.realpath(p) in train for p in paths)
 
 
 def evaluation_set(data: Any = None, *, run_dir: str | os.PathLike[str] | None = None,
