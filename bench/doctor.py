@@ -344,7 +344,9 @@ def score_duplicates(result: object, copies: list[tuple[str, str]]) -> dict:
     planted = {frozenset(c) for c in copies}
     found = {frozenset(p.paths) for p in result.near_duplicates}
     false = [p for p in result.near_duplicates if frozenset(p.paths) not in planted]
+    certain = {frozenset(p.paths) for p in result.near_duplicates if p.certain}
     return {"planted": len(planted), "found": len(planted & found), "false": len(false),
+            "planted_certain": len(planted & certain), "false_certain": sum(p.certain for p in false),
             "false_exact": sum(p.kind == "exact" for p in false),
             "false_with_planted": sum(any(Path(x).name.startswith("planted_") for x in p.paths) for p in false),
             "precision": len(planted & found) / max(1, len(found))}
@@ -432,6 +434,8 @@ def write_measurement(args: argparse.Namespace, label: str, result: object, trut
              f"| other pairs reported | {dup['false']} ({dup['false_exact']} exact copies already in the data, "
              f"{dup['false_with_planted']} involving a planted copy) |",
              f"| precision (planted found / pairs reported) | {dup['precision']:.2f} |",
+             f"| copies for certain (errors): planted / other pairs | {dup['planted_certain']}/{dup['planted']} / "
+             f"{dup['false_certain']}/{dup['false']} |",
              f"| suspect labels listed | {len(result.suspect_labels)} |",
              f"| flips in the doctor's top {k} (2x planted) | {recall_at(doctor_ranked, truth['flips'], k):.2f} |"]
     for name, ranked in rankings.items():
