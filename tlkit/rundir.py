@@ -35,12 +35,14 @@ KINDS = ("run", "evaluation", "explain")
 REPORT_FILES = frozenset({
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png",
     "confusion_matrix_normalized.png", "reliability.png", "per_class.png", "misclassified.png", "report.html",
+    "coverage.png",
 })
 #: the files of a training run besides its report
 RUN_FILES = frozenset({
     MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "doctor.json", "metrics.jsonl", "timings.json",
     "model.safetensors",
     "model.json",
+    "ood.safetensors",
 }) | REPORT_FILES
 #: sub-folders a run writes, as ``fnmatch`` patterns: the checkpoint folder, evaluations, overlays
 RUN_FOLDERS = ("checkpoints", "eval-*", "explain")

@@ -101,6 +101,8 @@ class EvalResult:
     #: ECE and reliability bins of the probabilities before temperature scaling (None when not given)
     ece_uncalibrated: float | None = None
     reliability_uncalibrated: list[dict[str, Any]] | None = None
+    #: rejections and the coverage-accuracy curve of the OOD score (tlkit.evaluation.coverage; None: no score)
+    ood: Any = None
 
     @property
     def n(self) -> int:
@@ -151,6 +153,7 @@ class EvalResult:
             "ci_level": self.ci_level,
             "seed": self.seed,
             "warnings": list(self.warnings),
+            "ood": None if self.ood is None else self.ood.to_dict(),
         }
 
     def summary_text(self) -> str:
