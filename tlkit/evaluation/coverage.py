@@ -22,7 +22,7 @@ import numpy as np
 
 from tlkit.errors import ConfigError
 
-__all__ = ["CoverageResult", "coverage_of", "TABLE_COVERAGES"]
+__all__ = ["CoverageResult", "coverage_of", "describe", "TABLE_COVERAGES", "NO_SCORE"]
 
 #: the coverages the short table shows
 TABLE_COVERAGES = (1.0, 0.98, 0.95, 0.9, 0.8, 0.5)
@@ -80,3 +80,20 @@ def coverage_of(scores: np.ndarray, correct: np.ndarray, threshold: float, *, me
     return CoverageResult(method, float(threshold), reject_rate, n, int((~accepted).sum()),
                           float(correct.mean()) if n else 0.0,
                           float(correct[accepted].mean()) if accepted.any() else None, curve)
+
+
+#: what is said where an evaluation has no OOD score
+NO_SCORE = ("no out-of-distribution score: the model has no OOD statistics (saved before tlkit kept them), so no "
+            "image is answered unknown")
+
+
+def describe(coverage: CoverageResult | None, what: str = "images") -> str:
+    """One sentence: how many ``what`` would be answered unknown, and the accuracy on the rest."""
+    if coverage is None:
+        return NO_SCORE
+    rate = "" if coverage.reject_rate is None else f", chosen to reject {coverage.reject_rate:.0%} of validation images"
+    accepted = "none accepted" if coverage.accuracy_accepted is None else \
+        f"{coverage.accuracy_accepted:.3f} on the {coverage.n - coverage.rejected} accepted"
+    return (f"out-of-distribution score ({coverage.method}, unknown above {coverage.threshold:.4g}{rate}): "
+            f"{coverage.rejected} of {coverage.n} {what} ({coverage.rejected_share:.1%}) would be answered unknown; "
+            f"accuracy {coverage.accuracy_all:.3f} on all, {accepted}")

@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from tlkit._io import atomic_write_bytes
 from tlkit.errors import CheckpointError, ConfigError
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "DEFAULT_REJECT_RATE", "BANK_MAX", "KNN_K", "OOD_FILE", "OodDetector",
-           "fit_detector", "check_reject_rate", "threshold_for", "load_detector", "nearest_training"]
+           "fit_detector", "check_reject_rate", "threshold_for", "load_detector", "nearest_training", "neighbour_finder"]
 
 METHODS = ("mahalanobis", "knn", "energy", "msp")
 #: chosen on bench/ood.py's measurements (bench/RESULTS.md, "Out-of-distribution score")
@@ -252,3 +252,22 @@ def nearest_training(detector: OodDetector, features: torch.Tensor, k: int = 3) 
     return [[{"path": detector.bank_paths[j] if j < len(detector.bank_paths) else "",
               "label": int(detector.bank_labels[j]), "similarity": float(s)}
              for s, j in zip(values.tolist(), index.tolist())] for values, index in zip(top.values, top.indices)]
+
+
+def neighbour_finder(model: Any, k: int = 3) -> Callable[[str], list[dict[str, Any]]] | None:
+    """``find(path)``: the ``k`` nearest training images of one image file, with class names (for the report's
+    gallery of mistakes); None for a model without OOD statistics. One forward pass per call."""
+    detector = getattr(model, "ood", None)
+    if detector is None or not len(detector.bank) or not detector.bank_paths:
+        return None
+    transform = model.eval_transform()
+
+    def find(path: str) -> list[dict[str, Any]]:
+        from tlkit.data import load_image
+
+        model.eval()
+        with torch.inference_mode():
+            features = model.backbone(transform(load_image(path))[None].to(model.device)).cpu()
+        return [dict(n, label=model.classes[n["label"]]) for n in nearest_training(detector, features, k)[0]]
+
+    return find

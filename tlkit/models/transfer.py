@@ -291,7 +291,7 @@ class TransferModel(nn.Module):
     # -- deployment
     def export(self, path: str | os.PathLike, *, format: str = "onnx",
                images: Sequence[str | os.PathLike] | None = None, tolerance: float = 1e-4,
-               overwrite: bool = False) -> Any:
+               overwrite: bool = False, ood: bool = False) -> Any:
         """Write a graph of the calibrated probabilities (``onnx`` or ``torchscript``) and its JSON sidecar.
 
         ``path``: a folder (``model.onnx`` / ``model.pt`` go in it) or a file name. The graph takes a
@@ -299,14 +299,14 @@ class TransferModel(nn.Module):
         and returns what :meth:`predict` returns. It is then checked against :meth:`predict` on
         ``images`` (default: the test images of the run the model was loaded from): a largest
         difference above ``tolerance`` is a PredictionError (and nothing is written). An existing graph
-        is replaced only with ``overwrite``. Returns a
+        is replaced only with ``overwrite``. ``ood``: the OOD score as a second output (``ood_score``). Returns a
         :class:`tlkit.deploy.export.ExportResult`.
 
         >>> # tlkit.load("runs/leaves").export("deploy/", format="onnx").max_difference
         """
         from tlkit.deploy.export import export_model
 
-        return export_model(self, path, format=format, images=images, tolerance=tolerance, overwrite=overwrite)
+        return export_model(self, path, format=format, images=images, tolerance=tolerance, overwrite=overwrite, ood=ood)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransferModel:

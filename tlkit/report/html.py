@@ -11,6 +11,7 @@ import base64
 import json
 from typing import Any
 
+from tlkit.evaluation.coverage import describe
 from tlkit.evaluation.metrics import EvalResult
 from tlkit.evaluation.summary import FRAGMENT_CSS, cards_html, confusion_html, escape, per_class_html, warnings_html
 
@@ -50,6 +51,7 @@ def report_html(
         *_confused_pairs_section(result),
         *_calibration_section(result, images),
         *_mistakes_section(result, images, gradcam),
+        *ood_section(result, images),
         *sections,
         '<p class="muted">Files beside this report: metrics.json, per_class.csv, '
         "confusion_matrix.csv, predictions.csv and the PNG images.</p></body></html>",
@@ -142,3 +144,16 @@ def _mistakes_section(result: EvalResult, images: dict[str, bytes], gradcam: boo
             f"{rows}</table>"
         )
     return parts
+
+
+def ood_section(result: EvalResult, images: dict[str, bytes]) -> list[str]:
+    """"Unknown" answers: how many images the OOD score rejects, the accuracy on the rest, the coverage-accuracy curve."""
+    parts = ["<h2>Unknown images (out-of-distribution score)</h2>", f"<p>{escape(describe(result.ood))}.</p>"]
+    if result.ood is None or "coverage.png" not in images:
+        return parts
+    rows = "".join(f"<tr><td>{p['coverage']:.1%}</td><td>{p['accuracy']:.3f}</td><td>{p['threshold']:.4g}</td></tr>"
+                   for p in result.ood.table())
+    return parts + ['<p class="muted">An image whose score is above the threshold is answered unknown (tlkit predict '
+                    "--reject-rate R or --threshold T moves it). Accuracy of the accepted images as the threshold "
+                    "moves:</p>", _img(images, "coverage.png", "coverage-accuracy curve"),
+                    f"<table><tr><th>accepted</th><th>accuracy</th><th>threshold</th></tr>{rows}</table>"]
