@@ -100,9 +100,10 @@ class OodDetector:
         if self.method == "knn":
             return 1.0 - _kth_similarity(unit, self.bank.to(unit.device, torch.float32), self.k)
         center, whiten, means = (self.stats[n].to(unit.device) for n in ("center", "whiten", "means"))
-        z = (unit - center) @ whiten
+        # the expanded square cancels: float64 keeps the exported graph within 1e-6 of predict
+        z, means = ((unit - center) @ whiten).double(), means.double()
         distance = (z * z).sum(1, keepdim=True) - 2.0 * z @ means.T + (means * means).sum(1)[None, :]
-        return distance.min(dim=1).values.clamp_min(0.0)
+        return distance.min(dim=1).values.clamp_min(0.0).float()
 
     def threshold_at(self, reject_rate: float | None = None, threshold: float | None = None) -> float:
         """The stored threshold, one re-derived for ``reject_rate``, or ``threshold`` as given (not both)."""

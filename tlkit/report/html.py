@@ -147,9 +147,12 @@ def _mistakes_section(result: EvalResult, images: dict[str, bytes], gradcam: boo
 
 
 def ood_section(result: EvalResult, images: dict[str, bytes]) -> list[str]:
-    """"Unknown" answers: how many images the OOD score rejects, the accuracy on the rest, the coverage-accuracy curve."""
+    """"Unknown" answers: how many images the OOD score rejects, the accuracy on the rest, the coverage-accuracy
+    curve (nothing for a result without an OOD score: stored predictions, a model saved before tlkit kept one)."""
+    if result.ood is None:
+        return []
     parts = ["<h2>Unknown images (out-of-distribution score)</h2>", f"<p>{escape(describe(result.ood))}.</p>"]
-    if result.ood is None or "coverage.png" not in images:
+    if "coverage.png" not in images:
         return parts
     rows = "".join(f"<tr><td>{p['coverage']:.1%}</td><td>{p['accuracy']:.3f}</td><td>{p['threshold']:.4g}</td></tr>"
                    for p in result.ood.table())
