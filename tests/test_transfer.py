@@ -98,7 +98,8 @@ def test_predictions_helpers() -> None:
     assert preds.top_k(2) == [[("b", 0.7), ("c", 0.2)], [("a", 0.5), ("c", 0.3)]]
     assert len(preds.top_k(10)[0]) == 3
     records = preds.to_records(1)
-    assert records[0] == {"source": "x", "label": "b", "confidence": 0.7, "top_k": [{"class": "b", "prob": 0.7}]}
+    assert records[0] == {"source": "x", "label": "b", "confidence": 0.7, "top_k": [{"class": "b", "prob": 0.7}],
+                          "unknown": False, "ood_score": None}
     json.dumps(records)
 
 

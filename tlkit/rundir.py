@@ -37,12 +37,15 @@ REPORT_FILES = frozenset({
     "confusion_matrix_normalized.png", "reliability.png", "per_class.png", "misclassified.png", "report.html",
     "roc.png", "precision_recall.png", "learning_curves.png",
 })
+#: report files written only when they apply: the coverage-accuracy curve of a model with an OOD score
+OPTIONAL_REPORT_FILES = frozenset({"coverage.png"})
 #: the files of a training run besides its report
 RUN_FILES = frozenset({
     MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "doctor.json", "metrics.jsonl", "timings.json",
     "model.safetensors",
     "model.json",
-}) | REPORT_FILES
+    "ood.safetensors",
+}) | REPORT_FILES | OPTIONAL_REPORT_FILES
 #: sub-folders a run writes, as ``fnmatch`` patterns: the checkpoint folder, evaluations, overlays
 RUN_FOLDERS = ("checkpoints", "eval-*", "explain")
 
@@ -139,7 +142,7 @@ def check_location(out: str | os.PathLike, *, data: str | os.PathLike | None = N
 
 def _foreign_entries(folder: Path, kind: str) -> list[str]:
     """Entries of ``folder`` that a tlkit folder of ``kind`` does not write (links count as foreign)."""
-    allowed = RUN_FILES if kind == "run" else REPORT_FILES | {MARKER}
+    allowed = RUN_FILES if kind == "run" else REPORT_FILES | OPTIONAL_REPORT_FILES | {MARKER}
     foreign = []
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)

@@ -19,6 +19,8 @@ def export(
     images: Annotated[Optional[List[Path]], typer.Option("--images", help="Images (files or folders; repeat the "
                                                          "option) to check the graph on (default: the run's test split).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a graph already at --out.")] = False,
+    with_ood: Annotated[bool, typer.Option("--with-ood", help="Add the out-of-distribution score as a second output "
+                                           "(ood_score; its threshold is in the sidecar).")] = False,
 ) -> None:
     """Export the calibrated classifier as one graph: a preprocessed float32 NCHW batch in, class probabilities out.
 
@@ -32,12 +34,15 @@ def export(
 
     check_format(fmt)  # refused before the model loads
     model = load(run_dir)
-    result = model.export(out_dir or Path(run_dir) / "export", format=fmt, overwrite=overwrite,
+    result = model.export(out_dir or Path(run_dir) / "export", format=fmt, overwrite=overwrite, ood=with_ood,
                           images=list_images(images) if images else None)
     out.print(f"{result.format} graph written to [bold]{result.path}[/], with {result.sidecar.name} "
               f"(classes, preprocessing, temperature {model.temperature:.3g})", highlight=False)
     out.print(f"parity with predict on {result.checked_on}: largest probability difference "
               f"{result.max_difference:.2e} (limit {result.tolerance:g})", highlight=False)
+    if result.ood_difference is not None:
+        out.print(f"second output ood_score ({model.ood.method}; unknown above {model.ood.threshold:.4g}): largest "
+                  f"relative difference {result.ood_difference:.2e}", highlight=False)
 
 
 @friendly

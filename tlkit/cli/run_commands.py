@@ -39,7 +39,7 @@ def evaluate(
     from tlkit.evaluation.scoring import evaluate_model
     from tlkit.models.transfer import load
     from tlkit.report.files import write_run_report
-    from tlkit.report.terminal import print_summary
+    from tlkit.report.terminal import print_ood, print_summary
     from tlkit.rundir import next_free, prepare
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
@@ -50,6 +50,7 @@ def evaluate(
     prepare(target, kind="evaluation", data=data, overwrite=overwrite)
     write_run_report(result, model, target, title=f"tlkit evaluation: {run_dir}")
     print_summary(result, out)
+    print_ood(result, out)
     out.print(f"report written to [bold]{target}[/]")
 
 
@@ -66,8 +67,13 @@ def predict(
     threshold: Annotated[Optional[float], typer.Option(help="Two classes: say positive where p(positive) >= this "
                                                        "(default: the model's own threshold, else argmax).")] = None,
     positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: the model's).")] = None,
+    reject_rate: Annotated[Optional[float], typer.Option(help="Answer unknown for images less like the training "
+                                                         "images than all but this share of the validation images "
+                                                         "(default: the model's, 0.02).")] = None,
+    ood_threshold: Annotated[Optional[float], typer.Option(help="Answer unknown above this out-of-distribution score "
+                                                           "(instead of --reject-rate).")] = None,
 ) -> None:
-    """Predict classes for images with a trained model.
+    """Predict classes for images with a trained model; images unlike the training images are answered unknown.
 
     Example: [bold]tlkit predict runs/leaves photo.jpg more_photos/ --format csv[/]
     """
@@ -84,6 +90,7 @@ def predict(
     model = load(run_dir, device=device)
     if threshold is not None or positive_class is not None:
         model.set_decision(decision_for(model, threshold, positive_class))
+    model.ood_threshold(reject_rate, ood_threshold)  # refused before any image is read
     paths = list_images(inputs)
     if len(paths) > batch_size:
         from tlkit.console import RichReporter
@@ -91,7 +98,11 @@ def predict(
         tick = RichReporter(err).task("predict", len(paths))
     else:
         tick = None
-    preds = model.predict(paths, batch_size=batch_size, workers=workers, progress=tick, skip_bad=skip_bad)
+    preds = model.predict(paths, batch_size=batch_size, workers=workers, progress=tick, skip_bad=skip_bad,
+                          reject_rate=reject_rate, ood_threshold=ood_threshold)
+    if model.ood is None:
+        err.print("note: this model has no out-of-distribution statistics (trained before tlkit kept them): no image "
+                  "is answered unknown", markup=False, highlight=False)
     for bad in preds.skipped:
         err.print(f"skipped: {readable_text(bad['reason'])}", markup=False, highlight=False, soft_wrap=True)
     records = preds.to_records(top_k)
@@ -99,12 +110,16 @@ def predict(
         _write_stdout(json_bytes(records) + b"\n")
     elif fmt == "csv":
         header = ["path", "label", "confidence"] + [f"top{i + 1}" for i in range(min(top_k, len(model.classes)))]
-        _write_stdout(csv_bytes(header, [[r["source"], r["label"], f"{r['confidence']:.4f}"]
-                                         + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]] for r in records]))
+        _write_stdout(csv_bytes(header + ["unknown", "ood_score"],
+                                [[r["source"], r["label"], f"{r['confidence']:.4f}"]
+                                 + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]]
+                                 + [str(r["unknown"]).lower(), "" if r["ood_score"] is None else f"{r['ood_score']:.6g}"]
+                                 for r in records]))
     else:
         table = _table("image", "prediction", "confidence", f"top {top_k}")
         for r in records:
-            table.add_row(readable_text(r["source"]), r["label"], f"{r['confidence']:.3f}",
+            label = f"unknown (best: {r['label']} {r['confidence']:.2f})" if r["unknown"] else r["label"]
+            table.add_row(readable_text(r["source"]), label, f"{r['confidence']:.3f}",
                           ", ".join(f"{t['class']} {t['prob']:.2f}" for t in r["top_k"]))
         out.print(table)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from tlkit._io import readable_text
+from tlkit.evaluation.neighbours import caption, neighbour_items, with_neighbours
 from tlkit.evaluation.summary import shorten
 
 if TYPE_CHECKING:
@@ -302,11 +303,14 @@ class MisclassifiedDisplay:
     mistakes there are in all. ``heat_maps``: row index -> (image as the model saw it, Grad-CAM
     overlay), drawn side by side, or the text of why there is none (see :func:`explain_items`).
     ``load_image(path)`` returns anything ``imshow`` accepts (default: PIL, converted to RGB).
-    Without items the figure says why (no mistakes, or no file paths).
+    Without items the figure says why (no mistakes, or no file paths). ``neighbours``: row index ->
+    nearest training images (:func:`~tlkit.evaluation.neighbours.neighbour_items`), drawn to the right.
     """
 
     def __init__(self, items: Sequence[dict[str, Any]], n_misclassified: int, *,
-                 heat_maps: dict[int, Any] | None = None, load_image: Callable[[str], Any] | None = None) -> None:
+                 heat_maps: dict[int, Any] | None = None, load_image: Callable[[str], Any] | None = None,
+                 neighbours: dict[int, Any] | None = None) -> None:
+        self.neighbours = dict(neighbours or {})  # row index -> nearest training images (tlkit.evaluation.neighbours)
         self.items = [dict(m) for m in items]
         self.n_misclassified = int(n_misclassified)
         self.heat_maps = dict(heat_maps or {})
@@ -314,12 +318,14 @@ class MisclassifiedDisplay:
 
     @classmethod
     def from_result(cls, result: Any, max_images: int = 16, *, load_image: Callable[[str], Any] | None = None,
-                    explain: Explainer | None = None) -> MisclassifiedDisplay:
+                    explain: Explainer | None = None, neighbours: Callable[[str], list] | None = None
+                    ) -> MisclassifiedDisplay:
         """The ``max_images`` most confident mistakes of an ``EvalResult`` (none without paths);
         ``explain(path)`` (e.g. ``tlkit.models.explain.explainer(model)``) computes a Grad-CAM
-        overlay for the predicted class of each, now."""
+        overlay for the predicted class of each, now; ``neighbours(path)`` its nearest training images."""
         items = [] if result.paths is None else result.misclassified[: max(0, max_images)]
-        return cls(items, len(result.misclassified), heat_maps=explain_items(items, explain), load_image=load_image)
+        return cls(items, len(result.misclassified), heat_maps=explain_items(items, explain), load_image=load_image,
+                   neighbours=neighbour_items(items, neighbours))
 
     @property
     def has_heat_maps(self) -> bool:
@@ -336,7 +342,7 @@ class MisclassifiedDisplay:
             return (6.0, 1.6)
         cols = self.columns
         rows = -(-len(self.items) // cols)
-        return ((5.4 if self.has_heat_maps else 3.2) * cols, 3.9 * rows + 0.6)
+        return ((5.4 if self.has_heat_maps else 3.2) * cols * (1.9 if self.neighbours else 1), 3.9 * rows + 0.6)
 
     def plot(self, figure: Figure | None = None) -> MisclassifiedDisplay:
         """Draw onto ``figure`` (default: a new pyplot figure of ``self.figsize``); keeps ``figure_``."""
@@ -352,6 +358,8 @@ class MisclassifiedDisplay:
         heading = f"Most confident mistakes ({len(self.items)} of {self.n_misclassified})"
         if self.has_heat_maps:
             heading += "; each: the image as the model saw it | Grad-CAM for the predicted class"
+        if self.neighbours:
+            heading += " | its nearest training images (cosine on the pooled features)"
         fig.suptitle(heading, fontsize=12)
         for i, item in enumerate(self.items):
             self._draw_tile(fig.add_subplot(rows, cols, i + 1), item)
@@ -363,12 +371,16 @@ class MisclassifiedDisplay:
         ax.set_yticks([])
         pair = self.heat_maps.get(item["index"])
         try:
-            ax.imshow(_side_by_side(*pair) if isinstance(pair, tuple) else self.load_image(item["path"]))
+            shown = _side_by_side(*pair) if isinstance(pair, tuple) else self.load_image(item["path"])
+            near = self.neighbours.get(item["index"])
+            ax.imshow(with_neighbours(shown, near, self.load_image) if isinstance(near, list) else shown)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
             ax.text(0.5, 0.5, f"image unavailable\n{type(exc).__name__}", ha="center",
                     va="center", fontsize=9, color="#a00000", transform=ax.transAxes)
         if isinstance(pair, str):
             ax.set_xlabel(plain(f"no heat map: {pair}"), fontsize=7, color="#a00000")
+        elif item["index"] in self.neighbours:
+            ax.set_xlabel(plain(shorten(caption(self.neighbours[item["index"]]), 90)), fontsize=7)
         title = (
             f"true: {shorten(item['true'], 22)}\n"
             f"pred: {shorten(item['pred'], 22)} ({item['confidence']:.2f})\n"

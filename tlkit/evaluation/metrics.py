@@ -105,6 +105,8 @@ class EvalResult:
     reliability_uncalibrated: list[dict[str, Any]] | None = None
     #: two classes: ROC and precision-recall curves, the positive class and the threshold used (else None)
     binary: BinaryCurves | None = None
+    #: rejections and the coverage-accuracy curve of the OOD score (tlkit.evaluation.coverage; None: no score)
+    ood: Any = None
 
     @property
     def n(self) -> int:
@@ -156,6 +158,7 @@ class EvalResult:
             "seed": self.seed,
             "warnings": list(self.warnings),
             "binary": None if self.binary is None else self.binary.to_dict(),
+            "ood": None if self.ood is None else self.ood.to_dict(),
         }
 
     def per_class_frame(self) -> Any:

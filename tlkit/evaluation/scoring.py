@@ -95,6 +95,11 @@ def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.
         result.warnings.insert(0, f"{seen} of the {len(preds.sources)} images evaluated were used to train this model "
                                   "(its splits.json, train split): the figures on them are optimistic; evaluate on "
                                   "split 'test' or on images it never saw")
+    if model.ood is not None:  # what answering "unknown" would cost on these labelled images
+        from tlkit.evaluation.coverage import coverage_of
+
+        result.ood = coverage_of(preds.ood_score, result.y_pred == result.y_true, preds.ood_threshold,
+                                 method=model.ood.method, reject_rate=model.ood.reject_rate)
     if preds.skipped:
         shown = ", ".join(s["path"] for s in preds.skipped[:5]) + (" ..." if len(preds.skipped) > 5 else "")
         result.warnings.append(f"{len(preds.skipped)} unreadable image(s) left out (--skip-bad): {shown}")

@@ -5,13 +5,15 @@ logits into probabilities (``softmax(logits / temperature)``), and everything th
 probabilities (``predict``, ``tlkit evaluate``, the run's report, the exported graph) goes
 through it. Training fits it on the validation split at the end of a run; a model saved before
 tlkit kept it (no ``temperature`` in ``model.json``) loads with temperature 1: unchanged answers.
+
+``ood`` (a :class:`tlkit.models.ood.OodDetector`, in ``ood.safetensors``) answers whether an image
+is unlike the training images; a model saved before tlkit kept one loads with ``ood`` None.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
@@ -27,61 +29,18 @@ from tlkit.models.builder import create_model, wrap
 from tlkit.models.explain import Explanation, explain
 from tlkit.models.heads import HeadSpec, make_head
 from tlkit.models.inspection import ModelSummary, summarize
+from tlkit.models.ood import OOD_FILE, OodDetector, load_detector
+from tlkit.models.predictions import Predictions
 from tlkit.models.registry import resolve
 from tlkit.transforms import Preprocessing, eval_transform
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
+__all__ = ["MODEL_WEIGHTS", "MODEL_META", "OOD_FILE", "Predictions", "TransferModel", "load"]
 #: a stored temperature outside this range is a damaged or edited model.json
 TEMPERATURE_RANGE = (1e-3, 1e3)
 
 ImageInput = Union[str, os.PathLike, "PIL.Image.Image", torch.Tensor]  # noqa: F821
-
-
-@dataclass
-class Predictions:
-    """What :meth:`TransferModel.predict` returns: plain arrays plus the class names."""
-
-    classes: list[str]
-    probs: np.ndarray  # (N, C)
-    sources: list[str]  # a path, or "<image 3>" for in-memory inputs
-    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of files left out (skip_bad)
-    logits: np.ndarray | None = None  # (N, C) before the temperature: what ``probs`` was computed from
-    temperature: float = 1.0  # probs = softmax(logits / temperature)
-    #: two classes with a decision threshold: the positive class's index and the threshold (else argmax)
-    positive: int | None = None
-    threshold: float | None = None
-
-    @property
-    def uncalibrated_probs(self) -> np.ndarray:
-        """``softmax(logits)``: the probabilities before temperature scaling (same argmax as ``probs``)."""
-        if self.logits is None or self.temperature == 1.0:
-            return self.probs
-        return torch.softmax(torch.from_numpy(self.logits).float(), dim=1).numpy()
-
-    @property
-    def labels(self) -> list[str]:
-        """The predicted class of each image: the positive class where p(positive) >= ``threshold``, else argmax."""
-        if self.threshold is None or self.positive is None:
-            return [self.classes[i] for i in self.probs.argmax(axis=1)]
-        said = self.probs[:, self.positive] >= self.threshold
-        return [self.classes[self.positive if s else 1 - self.positive] for s in said]
-
-    @property
-    def confidence(self) -> np.ndarray:
-        return self.probs.max(axis=1)
-
-    def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
-        k = min(k, len(self.classes))
-        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
-        return [[(self.classes[j], float(self.probs[i, j])) for j in row] for i, row in enumerate(order)]
-
-    def to_records(self, k: int = 3) -> list[dict]:
-        return [{"source": s, "label": lab, "confidence": float(c), "top_k": [{"class": n, "prob": p} for n, p in tk]}
-                for s, lab, c, tk in zip(self.sources, self.labels, self.confidence, self.top_k(k))]
-
-    def __len__(self) -> int:
-        return len(self.sources)
 
 
 class TransferModel(nn.Module):
@@ -111,6 +70,8 @@ class TransferModel(nn.Module):
         #: two classes: ``positive`` (a class name), ``threshold`` (None: argmax) and how it was chosen
         self.decision: dict | None = None
         self.source: Path | None = None  # the folder :meth:`load` read the model from
+        #: the out-of-distribution score and threshold (None: saved before tlkit kept one); not in the weights
+        self.ood: OodDetector | None = None
 
     def set_decision(self, decision: dict | None) -> None:
         """Say "positive" where p(positive) >= ``decision["threshold"]`` from now on (two classes; stored in
@@ -167,6 +128,7 @@ class TransferModel(nn.Module):
             "temperature": self.temperature,
             "calibration": self.calibration,
             **({"decision": self.decision} if self.decision is not None else {}),
+            **({"ood": self.ood.meta()} if self.ood is not None else {}),
         }
 
     def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -177,6 +139,8 @@ class TransferModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write_bytes(folder / MODEL_WEIGHTS, save(state))
+        if self.ood is not None:
+            self.ood.save(folder)
         meta = self.metadata() | ({"extra": extra} if extra else {})
         atomic_write_text(folder / MODEL_META, json.dumps(meta, indent=2, ensure_ascii=False))
         return folder
@@ -223,6 +187,7 @@ class TransferModel(nn.Module):
             raise CheckpointError(f"{weights_path} holds NaN or infinite values in {len(bad)} tensor(s) "
                                   f"({', '.join(bad[:3])}): the file is damaged or was tampered with; "
                                   "use the run's original model or train again")
+        model.ood = load_detector(folder, meta.get("ood"), model.backbone.feature_dim)
         model.source = folder
         return model.to(device).eval()
 
@@ -247,12 +212,14 @@ class TransferModel(nn.Module):
     @torch.inference_mode()
     def predict_proba_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
-        return self._logits_and_probs(batch)[1]
+        return self._forward(batch)[1]
 
     @torch.inference_mode()
-    def _logits_and_probs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, calibrated probabilities and OOD scores (NaN without a detector) of a batch, on the CPU."""
         self.eval()
-        logits = self(batch.to(self.device)).float()
+        features = self.backbone(batch.to(self.device))
+        logits = self.head(features).float()
         probs = self.probabilities(logits).cpu()
         bad = (~torch.isfinite(probs)).any(dim=1)
         if bad.any():
@@ -260,13 +227,29 @@ class TransferModel(nn.Module):
                                   "image(s) of a batch (the first at position "
                                   f"{int(bad.nonzero()[0])}): the model or the input is broken, check the "
                                   "image and model.json's preprocessing")
-        return logits.cpu(), probs
+        scores = self.ood.score(features, logits).cpu() if self.ood is not None else torch.full((len(probs),), float("nan"))
+        return logits.cpu(), probs, scores.double()
+
+    def ood_threshold(self, reject_rate: float | None = None, threshold: float | None = None) -> float | None:
+        """The OOD threshold ``predict`` uses: the stored one, one re-derived from the validation scores
+        for ``reject_rate``, or ``threshold``; None for a model without OOD statistics (an error if either is given)."""
+        if self.ood is None:
+            if reject_rate is not None or threshold is not None:
+                raise ConfigError(f"{self.source or 'this model'} has no out-of-distribution statistics (trained before "
+                                  "tlkit kept them, no ood entry in model.json): a reject rate or threshold cannot be "
+                                  "applied; train the model again to get them")
+            return None
+        return self.ood.threshold_at(reject_rate, threshold)
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int = 32, workers: int = 0,
-                progress=None, skip_bad: bool = False) -> Predictions:  # noqa: ANN001
+                progress=None, skip_bad: bool = False, reject_rate: float | None = None,  # noqa: ANN001
+                ood_threshold: float | None = None) -> Predictions:
         """Calibrated class probabilities (``softmax(logits / temperature)``) for paths, folders' files,
         PIL images or preprocessed tensors; ``Predictions.logits`` keeps the logits.
 
+        ``Predictions.unknown`` marks images whose out-of-distribution score is above the model's
+        threshold (chosen on validation to reject 2% of real images), or above the threshold for
+        ``reject_rate`` (re-derived from the stored validation scores) or ``ood_threshold``.
         Tensors must already be preprocessed (``model.eval_transform()``), shape (3, H, W) or (N, 3, H, W).
         An unreadable file is a DataError naming it; with ``skip_bad`` it is left out and listed in
         ``Predictions.skipped``. A two-class model with a decision threshold (``model.decision``, chosen on
@@ -275,7 +258,7 @@ class TransferModel(nn.Module):
         """
         from PIL import Image
 
-
+        threshold = self.ood_threshold(reject_rate, ood_threshold)
         if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
             inputs = [inputs]
         items = list(inputs)
@@ -284,7 +267,7 @@ class TransferModel(nn.Module):
         sources: list[str] = []
         path_items = [str(x) for x in items if isinstance(x, (str, os.PathLike))]
         if path_items and len(path_items) == len(items):
-            return self._predict_files(path_items, transform, batch_size, workers, progress, skip_bad)
+            return self._predict_files(path_items, transform, batch_size, workers, progress, skip_bad, threshold)
         from tlkit.data import load_image
 
         for i, item in enumerate(items):
@@ -298,45 +281,46 @@ class TransferModel(nn.Module):
             else:
                 tensors.append(transform(load_image(item)))
                 sources.append(str(item))
-        pairs = [self._logits_and_probs(torch.stack(tensors[s:s + batch_size]))
-                 for s in range(0, len(tensors), batch_size)]
-        return Predictions(self.classes, torch.cat([p for _, p in pairs]).numpy(), sources,
-                           logits=torch.cat([z for z, _ in pairs]).numpy(), temperature=self.temperature,
-                           **self._decision_fields())
+        outs = [self._forward(torch.stack(tensors[s:s + batch_size])) for s in range(0, len(tensors), batch_size)]
+        return self._predictions(outs, sources, [], threshold)
 
     def _decision_fields(self) -> dict:
         if self.threshold is None:
             return {}
         return {"positive": self.classes.index(self.decision["positive"]), "threshold": float(self.threshold)}
 
+    def _predictions(self, outs: list[tuple[torch.Tensor, ...]], sources: list[str], skipped: list[dict],
+                     threshold: float | None) -> Predictions:
+        if not outs:
+            empty = np.empty((0, len(self.classes)))
+            return Predictions(self.classes, empty, sources, skipped, logits=empty, temperature=self.temperature,
+                               **self._decision_fields())
+        logits, probs, scores = (torch.cat(parts).numpy() for parts in zip(*outs))
+        return Predictions(self.classes, probs, sources, skipped, logits=logits, temperature=self.temperature,
+                           ood_score=scores, ood_threshold=threshold, **self._decision_fields())
 
     def _predict_files(self, paths: list[str], transform, batch_size: int, workers: int, progress,  # noqa: ANN001
-                       skip_bad: bool) -> Predictions:
+                       skip_bad: bool, threshold: float | None) -> Predictions:
         from tlkit.data import ImageDataset, collate_readable
 
         dataset = ImageDataset(paths, None, transform, skip_bad=skip_bad)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
                                              collate_fn=collate_readable if skip_bad else None)
-        probs, logits, kept, skipped, done = [], [], [], [], 0
+        outs, kept, skipped, done = [], [], [], 0
         for batch, _, index, *bad in loader:
             if len(batch):
-                z, p = self._logits_and_probs(batch)
-                probs.append(p)
-                logits.append(z)
+                outs.append(self._forward(batch))
                 kept += [paths[i] for i in index.tolist()]
             skipped += [{"path": paths[b["index"]], "reason": b["reason"]} for b in (bad[0] if bad else [])]
             done += len(index) + (len(bad[0]) if bad else 0)
             if progress is not None:
                 progress(done, len(paths))
-        empty = np.empty((0, len(self.classes)))
-        return Predictions(self.classes, torch.cat(probs).numpy() if probs else empty, kept, skipped,
-                           logits=torch.cat(logits).numpy() if logits else empty, temperature=self.temperature,
-                           **self._decision_fields())
+        return self._predictions(outs, kept, skipped, threshold)
 
     # -- deployment
     def export(self, path: str | os.PathLike, *, format: str = "onnx",
                images: Sequence[str | os.PathLike] | None = None, tolerance: float = 1e-4,
-               overwrite: bool = False) -> Any:
+               overwrite: bool = False, ood: bool = False) -> Any:
         """Write a graph of the calibrated probabilities (``onnx`` or ``torchscript``) and its JSON sidecar.
 
         ``path``: a folder (``model.onnx`` / ``model.pt`` go in it) or a file name. The graph takes a
@@ -344,14 +328,14 @@ class TransferModel(nn.Module):
         and returns what :meth:`predict` returns. It is then checked against :meth:`predict` on
         ``images`` (default: the test images of the run the model was loaded from): a largest
         difference above ``tolerance`` is a PredictionError (and nothing is written). An existing graph
-        is replaced only with ``overwrite``. Returns a
+        is replaced only with ``overwrite``. ``ood``: the OOD score as a second output (``ood_score``). Returns a
         :class:`tlkit.deploy.export.ExportResult`.
 
         >>> # tlkit.load("runs/leaves").export("deploy/", format="onnx").max_difference
         """
         from tlkit.deploy.export import export_model
 
-        return export_model(self, path, format=format, images=images, tolerance=tolerance, overwrite=overwrite)
+        return export_model(self, path, format=format, images=images, tolerance=tolerance, overwrite=overwrite, ood=ood)
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransferModel:

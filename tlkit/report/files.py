@@ -63,6 +63,7 @@ def write_report(
     sections: tuple[str, ...] = (),
     history: TrainingHistory | None = None,
     data_root: str | None = None,
+    neighbours: Callable[[str], list] | None = None,
 ) -> dict[str, Path]:
     """Write metrics, CSVs, plots and one self-contained ``report.html`` into ``out_dir``.
 
@@ -73,7 +74,9 @@ def write_report(
     stored under ``"run"`` in metrics.json. ``sections``: HTML fragments shown after the evaluation
     (see :func:`~tlkit.report.html.report_html`). ``history``: a training run's epochs
     (``learning_curves.png`` and its section); a two-class result adds ``roc.png`` and
-    ``precision_recall.png``. ``data_root``: the tables show files relative to it. Returns file name -> path.
+    ``precision_recall.png``. ``data_root``: the tables show files relative to it. ``neighbours(path)``
+    (e.g. :func:`tlkit.models.ood.neighbour_finder`) puts each mistake's nearest training images beside
+    it. Returns file name -> path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,8 @@ def write_report(
     put("metrics.json", json_bytes({"title": title, "run": run_info, **result.to_dict()}))
     for name, data in table_files(result).items():
         put(name, data)
-    images, gradcam = render_images(result, load_image=load_image, explain=explain, history=history)
+    images, gradcam = render_images(result, load_image=load_image, explain=explain, history=history,
+                                    neighbours=neighbours)
     for name, data in images.items():
         put(name, data)
     # every text in the page went through summary.escape (readable_text); "replace" only guards the encoder
@@ -110,14 +114,17 @@ def write_run_report(
     """Write the report of a trained ``model``'s evaluation into ``out_dir`` (a run directory, or an
     evaluation folder of ``tlkit evaluate``): :func:`write_report` with the gallery's images read by
     :func:`tlkit.data.load_image` and a Grad-CAM overlay for the predicted class beside each
-    mistake (:func:`tlkit.models.explain.explainer`). The other arguments: as for :func:`write_report`.
+    mistake (:func:`tlkit.models.explain.explainer`) and its nearest training images
+    (:func:`tlkit.models.ood.neighbour_finder`, when the model has OOD statistics). The other
+    arguments: as for :func:`write_report`.
     Returns file name -> path.
     """
     from tlkit.data import load_image
     from tlkit.models.explain import explainer
+    from tlkit.models.ood import neighbour_finder
 
     return write_report(result, out_dir, load_image=load_image, explain=explainer(model), title=title, extra=extra,
-                        sections=sections, history=history, data_root=data_root)
+                        sections=sections, history=history, data_root=data_root, neighbours=neighbour_finder(model))
 
 
 def table_files(result: EvalResult) -> dict[str, bytes]:
@@ -152,12 +159,19 @@ def prediction_rows(result: EvalResult) -> tuple[list[str], list[list[Any]]]:
 def render_images(
     result: EvalResult, *, load_image: Callable[[str], Any] | None = None, explain: Explainer | None = None,
     history: TrainingHistory | None = None,
+    neighbours: Callable[[str], list] | None = None,
 ) -> tuple[dict[str, bytes], bool]:
     """The report's PNG images by file name, and whether the gallery shows any Grad-CAM overlay.
 
     Each figure is drawn outside pyplot (no backend, no global state, freed when dropped).
+    ``coverage.png`` is there when the result has an OOD score (``result.ood``).
     """
     images: dict[str, bytes] = {}
+    if result.ood is not None:
+        from tlkit.evaluation.coverage_display import CoverageDisplay
+
+        shown = CoverageDisplay.from_result(result)
+        images["coverage.png"] = _png_bytes(shown.plot(_detached_figure(shown.figsize).add_subplot()).figure_)
     shown_figures: list[tuple[str, Any]] = [
         ("confusion_matrix.png", ConfusionMatrixDisplay.from_result(result)),
         ("confusion_matrix_normalized.png", ConfusionMatrixDisplay.from_result(result, normalize=True)),
@@ -175,7 +189,8 @@ def render_images(
         curves = HistoryDisplay(history)
         fig = _detached_figure(curves.figsize)
         images["learning_curves.png"] = _png_bytes(curves.plot(list(fig.subplots(3, 1, sharex=True))).figure_)
-    gallery = MisclassifiedDisplay.from_result(result, GALLERY_MAX_IMAGES, load_image=load_image, explain=explain)
+    gallery = MisclassifiedDisplay.from_result(result, GALLERY_MAX_IMAGES, load_image=load_image, explain=explain,
+                                               neighbours=neighbours)
     images["misclassified.png"] = _png_bytes(gallery.plot(_detached_figure(gallery.figsize)).figure_)
     return images, gallery.has_heat_maps
 

@@ -11,6 +11,7 @@ import base64
 import os
 from typing import Any
 
+from tlkit.evaluation.coverage import describe
 from tlkit.evaluation.metrics import EvalResult
 from tlkit.evaluation.summary import FRAGMENT_CSS, cards_html, confusion_html, escape, per_class_html, scroll, warnings_html
 from tlkit.report.binary_html import binary_section
@@ -79,6 +80,7 @@ def report_html(
         *_confused_pairs_section(result),
         *_calibration_section(result, images),
         *_mistakes_section(result, images, gradcam, data_root),
+        *ood_section(result, images),
         *sections,
         '<p class="muted">Files beside this report: metrics.json, per_class.csv, '
         "confusion_matrix.csv, predictions.csv and the PNG images.</p>", SORT_SCRIPT, "</body></html>",
@@ -185,3 +187,19 @@ def _mistakes_section(result: EvalResult, images: dict[str, bytes], gradcam: boo
             f"{rows}</table>"
         ))
     return parts
+
+
+def ood_section(result: EvalResult, images: dict[str, bytes]) -> list[str]:
+    """"Unknown" answers: how many images the OOD score rejects, the accuracy on the rest, the coverage-accuracy
+    curve (nothing for a result without an OOD score: stored predictions, a model saved before tlkit kept one)."""
+    if result.ood is None:
+        return []
+    parts = ["<h2>Unknown images (out-of-distribution score)</h2>", f"<p>{escape(describe(result.ood))}.</p>"]
+    if "coverage.png" not in images:
+        return parts
+    rows = "".join(f"<tr><td>{p['coverage']:.1%}</td><td>{p['accuracy']:.3f}</td><td>{p['threshold']:.4g}</td></tr>"
+                   for p in result.ood.table())
+    return parts + ['<p class="muted">An image whose score is above the threshold is answered unknown (tlkit predict '
+                    "--reject-rate R or --ood-threshold T moves it). Accuracy of the accepted images as the threshold "
+                    "moves:</p>", _img(images, "coverage.png", "coverage-accuracy curve"),
+                    f"<table><tr><th>accepted</th><th>accuracy</th><th>threshold</th></tr>{rows}</table>"]

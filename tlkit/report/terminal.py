@@ -110,3 +110,12 @@ def _print_unknown(result: EvalResult, console: Console) -> None:
             console.print(Text(f"  {name(path)}", style="dim"))
         if len(files) > 5:
             console.print(Text(f"  ... and {len(files) - 5} more", style="dim"))
+
+
+def print_ood(result: EvalResult, console: Console) -> None:
+    """One line on the out-of-distribution score: images that would be answered unknown, accuracy on the rest."""
+    from rich.text import Text
+
+    from tlkit.evaluation.coverage import describe
+
+    console.print(Text(describe(result.ood), style="dim" if result.ood is None else ""))

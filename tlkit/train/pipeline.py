@@ -3,7 +3,8 @@
 Reading order: :func:`run` validates the config and opens the (possibly distributed) session;
 :func:`_prepare` checks the data and the recipe, builds the backbone and writes the run
 directory's first files; :func:`_train` runs the recipe's stages (:mod:`tlkit.train.stage`),
-writing a final checkpoint on Ctrl-C; :func:`_finish` calibrates and saves the model, evaluates it on the test
+writing a final checkpoint on Ctrl-C; :func:`_finish` calibrates the model, fits its out-of-distribution
+score (:mod:`tlkit.train.ood_fit`), saves it, evaluates it on the test
 split and writes the run's report.
 """
 
@@ -38,6 +39,7 @@ from tlkit.train.data_doctor import doctor_run_data, load_findings, save_finding
 from tlkit.train.decision import check_decision, decide
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.image_feed import ImageFeed
+from tlkit.train.ood_fit import fit_run_ood, split_features
 from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
 from tlkit.train.stage import run_stage
 from tlkit.train.validation import Predictor, calibrate, split_logits
@@ -273,16 +275,25 @@ def evaluate_test(ctx: RunContext) -> Any:
     labels = ctx.manifest.labels("test")
     if not labels:
         return None
-    logits = split_logits(ctx.predictor, ctx.activations, "test")
+    ood = ctx.model.ood
+    if ood is None:
+        logits = split_logits(ctx.predictor, ctx.activations, "test")
+    else:  # the same logits, with the pooled features the OOD score needs
+        features, logits = split_features(ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
     result = evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
-                                paths=ctx.manifest.paths("test"), seed=ctx.cfg.seed,
-                                uncalibrated_probs=torch.softmax(logits, 1).numpy() if ctx.model.temperature != 1.0
-                                else None, temperature=ctx.model.temperature,
-                                positive=(ctx.model.decision or {}).get("positive"), threshold=ctx.model.threshold)
+                                  paths=ctx.manifest.paths("test"), seed=ctx.cfg.seed,
+                                  uncalibrated_probs=torch.softmax(logits, 1).numpy() if ctx.model.temperature != 1.0
+                                  else None, temperature=ctx.model.temperature,
+                                  positive=(ctx.model.decision or {}).get("positive"), threshold=ctx.model.threshold)
     if result.binary is not None and ctx.model.decision:
         result.binary.positive_rule = ctx.model.decision.get("positive_rule", "given")
+    if ood is not None:
+        from tlkit.evaluation.coverage import coverage_of
+
+        result.ood = coverage_of(ood.score(features, logits).double().numpy(), result.y_pred == result.y_true,
+                                 ood.threshold, method=ood.method, reject_rate=ood.reject_rate)
     return result
 
 
@@ -291,6 +302,7 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
     calibrate(ctx.model, ctx.predictor, ctx.activations, ctx.manifest.labels("val"), ctx.reporter)
     decide(ctx)  # two classes: the positive class, and the threshold for a target recall or precision
+    fit_run_ood(ctx.model, ctx.predictor, ctx.activations, ctx.manifest, ctx.reporter, timings=ctx.timings)
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
     if ctx.dist.is_main:
         model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings, "kept": ctx.kept})
