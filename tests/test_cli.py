@@ -197,7 +197,8 @@ def test_explain_writes_overlays_for_a_chosen_layer_and_class(runner: CliRunner,
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "cams").glob("*.gradcam.png"))
     assert len(files) == 11 and all(f.name.endswith("-green.gradcam.png") for f in files)
-    assert Image.open(files[0]).size == (64, 32)  # image | overlay at the model's input size
+    assert Image.open(files[0]).size[0] > 64  # a captioned figure: image | overlay | colour bar
+    assert "heat map for 'green'" in result.output and "layer layer3" in result.output
     assert_user_error(cli(runner, ["explain", trained_run, images[0], "--layer", "layer9", "--out", tmp_path / "x"]),
                       "layer9", "layer4")
     assert_user_error(cli(runner, ["explain", trained_run, images[0], "--class", "purple", "--out", tmp_path / "x"]),

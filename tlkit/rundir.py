@@ -35,10 +35,10 @@ KINDS = ("run", "evaluation", "explain")
 REPORT_FILES = frozenset({
     "metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png",
     "confusion_matrix_normalized.png", "reliability.png", "per_class.png", "misclassified.png", "report.html",
-    "roc.png", "precision_recall.png", "learning_curves.png",
 })
-#: report files written only when they apply: the coverage-accuracy curve of a model with an OOD score
-OPTIONAL_REPORT_FILES = frozenset({"coverage.png"})
+#: report files written only when they apply: the coverage-accuracy curve of a model with an OOD score,
+#: ROC and precision-recall curves of a two-class result, the learning curves of a training run
+OPTIONAL_REPORT_FILES = frozenset({"coverage.png", "roc.png", "precision_recall.png", "learning_curves.png"})
 #: the files of a training run besides its report
 RUN_FILES = frozenset({
     MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "doctor.json", "metrics.jsonl", "timings.json",

@@ -62,7 +62,7 @@ app.command("doctor")(friendly(doctor_command))
 app.command("sweep")(friendly(sweep_command))
 
 
-#: width of ``--help`` when stdout is not a terminal (a pipe, a file, a CI log): rich's default of 80
+#: width of the help text when stdout is not a terminal (a pipe, a file, a CI log): rich's default of 80
 #: columns cut option defaults short (``efficientnet_lite…``); TERMINAL_WIDTH still wins
 HELP_WIDTH = 120
 
