@@ -64,19 +64,22 @@ def test_predict_json_lists_labels(runner: CliRunner, trained_run: Path, tiny_da
     result = cli(runner, ["predict", trained_run, *images, "--format", "json", "--top-k", "2"])
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
-    assert [r["source"] for r in records] == images
+    assert [r["path"] for r in records] == images
     for r in records:
         assert r["label"] in ("blue", "green", "red")
         assert 0.0 <= r["confidence"] <= 1.0
         assert len(r["top_k"]) == 2 and r["top_k"][0]["class"] == r["label"]
+        assert sorted(r["probs"]) == ["blue", "green", "red"] and abs(sum(r["probs"].values()) - 1) < 1e-5
 
 
 def test_predict_csv_and_folders(runner: CliRunner, trained_run: Path, tiny_data: Path) -> None:
     result = cli(runner, ["predict", trained_run, tiny_data / "green", "--format", "csv"])
     assert result.exit_code == 0, result.output
     rows = result.stdout.strip().splitlines()
-    assert rows[0].startswith("path,label,confidence")
+    assert rows[0] == "path,label,confidence,unknown,ood_score,p_blue,p_green,p_red"  # the JSON's names, a column per class
     assert len(rows) == 1 + 10
+    first = rows[1].split(",")
+    assert abs(sum(map(float, first[5:])) - 1) < 1e-3 and max(map(float, first[5:])) == float(first[2])
 
 
 def test_finetune_with_set_overrides_and_resume(runner: CliRunner, tiny_data: Path, tmp_path: Path) -> None:

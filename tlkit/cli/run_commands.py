@@ -27,7 +27,7 @@ def evaluate(
     skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out (named in the report) instead of stopping.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Two classes: say positive where p(positive) >= this "
                                                        "(default: the model's own threshold, else argmax).")] = None,
     positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: the model's).")] = None,
@@ -44,7 +44,7 @@ def evaluate(
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
     prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
-    model = load(run_dir, device=device)  # once: for the scores and for the Grad-CAM overlays beside the mistakes
+    model = load(run_dir, device=_device(device))  # once: for the scores and for the Grad-CAM overlays beside the mistakes
     result = evaluate_model(model, data, run_dir=run_dir, split=split, batch_size=batch_size, workers=workers,
                             skip_bad=skip_bad, threshold=threshold, positive=positive_class)
     prepare(target, kind="evaluation", data=data, overwrite=overwrite)
@@ -63,7 +63,7 @@ def predict(
     skip_bad: Annotated[bool, typer.Option(help="Leave unreadable images out (listed on stderr) instead of stopping.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Two classes: say positive where p(positive) >= this "
                                                        "(default: the model's own threshold, else argmax).")] = None,
     positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: the model's).")] = None,
@@ -77,7 +77,7 @@ def predict(
 
     Example: [bold]tlkit predict runs/leaves photo.jpg more_photos/ --format csv[/]
     """
-    from tlkit._io import csv_bytes, json_bytes, readable_text
+    from tlkit._io import readable_text
     from tlkit.data import list_images
     from tlkit.errors import ConfigError
     from tlkit.evaluation.binary import decision_for
@@ -87,7 +87,7 @@ def predict(
         raise ConfigError(f"--format must be table, csv or json, got {fmt!r}")
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    model = load(run_dir, device=device)
+    model = load(run_dir, device=_device(device))
     if threshold is not None or positive_class is not None:
         model.set_decision(decision_for(model, threshold, positive_class))
     model.ood_threshold(reject_rate, ood_threshold)  # refused before any image is read
@@ -105,23 +105,47 @@ def predict(
                   "is answered unknown", markup=False, highlight=False)
     for bad in preds.skipped:
         err.print(f"skipped: {readable_text(bad['reason'])}", markup=False, highlight=False, soft_wrap=True)
-    records = preds.to_records(top_k)
+    _print_predictions(preds, model.classes, top_k, fmt)
+
+
+def prediction_rows(preds, classes: list[str], top_k: int) -> list[dict]:  # noqa: ANN001
+    """One dict per image, as ``--format json`` prints it and ``--format csv`` flattens it: ``path``,
+    ``label``, ``confidence``, ``unknown``, ``ood_score``, ``top_k`` and ``probs`` (every class)."""
+    rows = []
+    for record, probs in zip(preds.to_records(top_k), preds.probs.tolist()):
+        rows.append({"path": record["source"], "label": record["label"], "confidence": record["confidence"],
+                     "unknown": record["unknown"], "ood_score": record["ood_score"], "top_k": record["top_k"],
+                     "probs": dict(zip(classes, probs))})
+    return rows
+
+
+def _print_predictions(preds, classes: list[str], top_k: int, fmt: str) -> None:  # noqa: ANN001
+    from tlkit._io import csv_bytes, json_bytes, readable_text
+
+    rows = prediction_rows(preds, classes, top_k)
     if fmt == "json":
-        _write_stdout(json_bytes(records) + b"\n")
-    elif fmt == "csv":
-        header = ["path", "label", "confidence"] + [f"top{i + 1}" for i in range(min(top_k, len(model.classes)))]
-        _write_stdout(csv_bytes(header + ["unknown", "ood_score"],
-                                [[r["source"], r["label"], f"{r['confidence']:.4f}"]
-                                 + [f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"]]
-                                 + [str(r["unknown"]).lower(), "" if r["ood_score"] is None else f"{r['ood_score']:.6g}"]
-                                 for r in records]))
+        _write_stdout(json_bytes(rows) + b"\n")
+    elif fmt == "csv":  # the same names as the JSON; one p_<class> column per class
+        header = ["path", "label", "confidence", "unknown", "ood_score", *(f"p_{c}" for c in classes)]
+        _write_stdout(csv_bytes(header, [[r["path"], r["label"], f"{r['confidence']:.4f}", str(r["unknown"]).lower(),
+                                          "" if r["ood_score"] is None else f"{r['ood_score']:.6g}",
+                                          *(f"{r['probs'][c]:.4f}" for c in classes)] for r in rows]))
     else:
         table = _table("image", "prediction", "confidence", f"top {top_k}")
-        for r in records:
+        for r in rows:
             label = f"unknown (best: {r['label']} {r['confidence']:.2f})" if r["unknown"] else r["label"]
-            table.add_row(readable_text(r["source"]), label, f"{r['confidence']:.3f}",
+            table.add_row(readable_text(r["path"]), label, f"{r['confidence']:.3f}",
                           ", ".join(f"{t['class']} {t['prob']:.2f}" for t in r["top_k"]))
         out.print(table)
+
+
+def _device(name: str) -> str:
+    """``auto`` (the default, as for finetune): the GPU when there is one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @friendly
