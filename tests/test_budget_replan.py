@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlkit._demo import DEMO_FINETUNE_MINUTES
+from tlkit._demo import DEMO_MINUTES, SinceStart
 from tlkit.config import StageConfig
 from tlkit.train.budget import TimeBudget
 from tlkit.train.checkpoint import load_checkpoint
@@ -102,16 +102,21 @@ def test_a_budget_shorter_than_one_epoch_runs_the_steps_that_fit() -> None:
     assert clock.now <= 30.0
 
 
-def test_the_demo_budget_holds_when_steps_are_three_times_slower() -> None:
-    """The demo's fine-tuning stage (1,259 training images, batch 32 -> 40 steps, 269 validation images) at
-    this machine's quiet speed and three times slower: the stage ends inside its budget."""
-    limit = DEMO_FINETUNE_MINUTES * 60
-    for step_seconds in (1.5, 4.5, 13.5):  # ~1.5 s a step measured with the machine quiet (see the report)
-        clock = FakeClock()
-        budget = TimeBudget(DEMO_FINETUNE_MINUTES, 12, steps_per_epoch=40, batch_size=32, val_images=269, clock=clock)
-        val = step_seconds / 32 * 269 / 3
-        _stage(budget, clock, [40 * step_seconds + val], val_seconds=val)
-        assert clock.now <= limit + step_seconds, step_seconds
+@pytest.mark.parametrize("slower", [1, 3, 9])
+def test_the_demo_keeps_its_time_when_everything_is_slower(slower: int) -> None:
+    """The demo's fine-tuning stage (1,259 training images, batch 32 -> 40 steps, 269 validation images)
+    counts from the demo's start (SinceStart): with the run before it (doctor, features, probe) and every
+    step three or nine times slower than here on a quiet machine, it still ends inside DEMO_MINUTES."""
+    base = FakeClock()
+    clock = SinceStart(base)
+    base.now += 15.0 * slower  # the doctor, the features and the probe (~40 s measured with load 5 on 2 cores)
+    step = 1.5 * slower  # ~4 s a step measured with load 5
+    budget = TimeBudget(DEMO_MINUTES, 12, steps_per_epoch=40, batch_size=32, val_images=269, clock=clock)
+    val = step / 32 * 269 / 3
+    _stage(budget, base, [40 * step + val], val_seconds=val)
+    limit = DEMO_MINUTES * 60
+    assert base.now <= max(limit, 15.0 * slower + 3 * step + val) + 1e-6  # never less than 3 steps: laid out after them
+    assert (slower == 1) == (budget.total_steps >= 40)  # slower machines get a partial epoch, not an overrun
 
 
 def _lrs(horizon_end: dict, moves: dict[int, int], steps: int) -> list[float]:
