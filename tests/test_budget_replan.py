@@ -241,3 +241,14 @@ def test_a_budget_under_one_epoch_ends_inside_it_at_the_floor(tiny_data: Path, f
     assert len(stage) == 1 and stage[0]["step"] == steps_done < steps_all
     assert stage[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert clock.now <= 60.0 + 10.0  # the budget, give or take a clock read
+
+
+def test_a_distributed_budget_lays_out_by_step_count_alone() -> None:
+    """Every process must exchange its figures at the same step: no hurrying by each one's own clock."""
+    for hurry, laid_out_at in ((True, 3), (False, 9)):
+        clock = FakeClock()
+        budget = TimeBudget(0.5, 4, steps_per_epoch=100, batch_size=8, val_images=0, clock=clock, hurry=hurry)
+        while budget.overhead is None:
+            clock.now += 1.0
+            budget.after_step()
+        assert budget.steps == laid_out_at and budget.total_steps == laid_out_at + int(30 - laid_out_at)

@@ -59,10 +59,10 @@ class TimeBudget:
 
     def __init__(self, max_minutes: float, epochs: int, *, steps_per_epoch: int, batch_size: int, val_images: int,
                  clock: Callable[[], float] = time.perf_counter, agree: Callable = _same,
-                 timed_steps: int = BUDGET_TIMED_STEPS) -> None:
+                 timed_steps: int = BUDGET_TIMED_STEPS, hurry: bool = True) -> None:
         self.max_minutes, self.planned, self.epochs = max_minutes, epochs, epochs
         self.steps_per_epoch, self.batch_size, self.val_images = steps_per_epoch, batch_size, val_images
-        self.clock, self.agree, self.timed_steps = clock, agree, timed_steps
+        self.clock, self.agree, self.timed_steps, self.hurry = clock, agree, timed_steps, hurry
         self.total_steps = epochs * steps_per_epoch
         self.start = clock()
         self.steps = 0
@@ -86,7 +86,9 @@ class TimeBudget:
         if self.steps == 1:
             self._after_first = now
         timed = self.steps - 1
-        hurried = timed >= 2 and now - self.start >= HURRIED_SHARE * self.seconds
+        # slow steps lay the schedule out sooner (a partial epoch then keeps more of its steps); ``hurry`` is
+        # off in a distributed run, whose processes must agree at the same step: they count steps alone
+        hurried = self.hurry and timed >= 2 and now - self.start >= HURRIED_SHARE * self.seconds
         if timed < min(self.timed_steps, self.steps_per_epoch - 1) and not hurried:
             return None
         per_step, elapsed = self.agree(((now - self._after_first) / timed if timed else now - self.start,

@@ -90,7 +90,8 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
     budget = None
     if stage.max_minutes is not None and stage.epochs > 0 and not resumed:
         budget = TimeBudget(stage.max_minutes, stage.epochs, steps_per_epoch=steps, batch_size=stage.batch_size,
-                            val_images=len(val_labels), clock=ctx.clock, agree=ctx.dist.same_on_all)
+                            val_images=len(val_labels), clock=ctx.clock, agree=ctx.dist.same_on_all,
+                            hurry=not ctx.dist.enabled)
     ctx.net = ctx.model if k > 0 else ctx.dist.wrap(ctx.model)
     weights = balanced_class_weights(train_labels, len(ctx.manifest.classes)).to(ctx.device) \
         if stage.class_weighting == "balanced" else None
