@@ -96,7 +96,7 @@ class _BatchBar:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
                                      TimeRemainingColumn(), console=self.console, transient=True)
-            self.task_id = self.progress.add_task(self.description, total=total, loss=loss)
+            self.task_id = self.progress.add_task(self.description, total=total, completed=done, loss=loss)
             self.progress.start()
         self.progress.update(self.task_id, completed=done, total=total, loss=loss)
         self.updates += 1
