@@ -1,4 +1,5 @@
-"""tlkit.train.budget.TimeBudget: measured seconds -> epochs, with a fake clock."""
+"""tlkit.train.budget.TimeBudget: measured seconds -> epochs, with a fake clock (re-planning after every
+epoch and partial epochs: tests/test_budget_replan.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_the_first_step_is_overhead_and_the_next_ones_lay_the_schedule_out() -> 
     assert budget.overhead == pytest.approx(29.0)
     assert budget.epochs == 9  # (120 s - 29 s overhead) // 10 s per epoch
     _first_epoch(budget, clock, [1.0] * 6)
-    note = budget.after_first_epoch()  # the epoch took 39 s: 29 overhead + 10
+    note = budget.after_epoch()  # the epoch took 39 s: 29 overhead + 10
     assert budget.settled and budget.epochs == 9
     assert note == "  time budget 2 min: ~10 s per epoch measured, 9 of 50 epochs"
 
@@ -54,19 +55,21 @@ def test_never_more_than_planned_never_fewer_than_one() -> None:
     assert "one epoch is over the budget" in slow.after_first_epoch() and slow.epochs == 1
 
 
-def test_a_settled_budget_stops_reading_the_clock_and_agree_is_used() -> None:
-    reads = []
-
-    def clock() -> float:
-        reads.append(1)
-        return 5.0 * len(reads)
-
+def test_agree_gives_every_process_rank_0s_figures() -> None:
+    """Every decision is made from agreed figures (one exchange when the schedule is laid out, one per
+    epoch), so every process of a distributed run ends the stage at the same step."""
+    clock = FakeClock()
     agreed = []
-    budget = TimeBudget(1.0, 10, steps_per_epoch=1, batch_size=8, val_images=0, clock=clock,
-                        agree=lambda v: agreed.append(v) or 7.0)
+
+    def agree(value):  # noqa: ANN001, ANN202
+        agreed.append(value)
+        return (7.0, 7.0) if isinstance(value, tuple) else 7.0
+
+    budget = TimeBudget(1.0, 10, steps_per_epoch=1, batch_size=8, val_images=0, clock=clock, agree=agree)
+    clock.now += 5.0
     budget.after_step()
-    budget.after_first_epoch()
-    n = len(reads)
+    budget.after_epoch()
+    assert agreed == [(5.0, 5.0), 5.0] and budget.epochs == int(60 // 7.0)
+    clock.now += 5.0
     budget.after_step()
-    assert len(reads) == n  # nothing more is measured once the number is settled
-    assert agreed and budget.epochs == int(60 // 7.0)  # every process uses the agreed (rank 0's) figure
+    assert budget.after_epoch() is None and len(agreed) == 3  # 7 s again: the plan holds

@@ -1,12 +1,21 @@
-"""A stage's time budget (``max_minutes``): measured seconds in, a number of epochs out.
+"""A stage's time budget (``max_minutes``): measured seconds in, where the stage ends (epochs, steps) out.
 
 The first training step pays for decoding, allocation and compilation; the next few give the
 time per step, which lays the schedule out early; the whole first epoch (validation included)
-then settles the number. The clock is injected, so the arithmetic is tested with a fake one.
+then settles the number of epochs. After every later epoch the plan is measured again: a busy
+machine that calms down gets its epochs back, one that gets busier gives some up. When not even
+one epoch fits, the stage runs the steps that do and ends there (a partial epoch). The clock is
+injected, so the arithmetic is tested with a fake one.
+
+Which epoch time a re-plan trusts: the slower of the latest epoch and the median of the last three.
+A slowdown is believed at once (the budget is a promise); a speed-up once two of the last three
+epochs show it, so one lucky epoch does not lengthen a schedule that the next slow one must cut.
+Stable timings give exactly the first epoch's plan.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -14,14 +23,22 @@ __all__ = ["BUDGET_TIMED_STEPS", "TimeBudget"]
 
 #: training steps timed (after a first, warm-up step) before the budget lays the schedule out
 BUDGET_TIMED_STEPS = 8
+#: a budget whose first steps have already used this share of it lays the schedule out at once
+HURRIED_SHARE = 0.1
+_HINT = "lower --image-size, or --recipe linear-probe for a run in seconds"
 
 
 def _same(value: float) -> float:
     return value
 
 
+def _floor(x: float) -> int:
+    """``floor(x)``, forgiving the rounding of a sum of measured seconds (3 epochs of 30 s fit in 90 s)."""
+    return int(x + 1e-9) if x > 0 else 0
+
+
 class TimeBudget:
-    """How many of ``epochs`` fit in ``max_minutes``; at least one.
+    """How many of ``epochs`` fit in ``max_minutes`` (at least one, or the steps of one that fit).
 
     >>> ticks = iter(range(0, 10_000, 10))  # every read of the clock is 10 s later
     >>> budget = TimeBudget(1.5, 8, steps_per_epoch=3, batch_size=8, val_images=0, clock=lambda: next(ticks))
@@ -29,54 +46,112 @@ class TimeBudget:
     ...     budget.after_step()
     >>> budget.epochs  # laid out from 10 s per step: 30 s per epoch
     3
-    >>> budget.after_first_epoch()  # the whole epoch measured 40 s (the end-of-epoch read included)
+    >>> budget.after_epoch()  # the whole epoch measured 40 s (the end-of-epoch read included)
     '  time budget 1.5 min: ~40 s per epoch measured, 2 of 8 epochs'
+    >>> for _ in range(3):
+    ...     budget.after_step()
+    >>> budget.after_epoch() is None  # 40 s again: the plan holds, nothing to say
+    True
 
-    ``agree`` makes every process of a distributed run use the same measurement (rank 0's).
+    ``total_steps`` is where the stage's schedule ends; the stage stops there. ``agree`` makes every
+    process of a distributed run use the same measurements (rank 0's).
     """
 
     def __init__(self, max_minutes: float, epochs: int, *, steps_per_epoch: int, batch_size: int, val_images: int,
-                 clock: Callable[[], float] = time.perf_counter, agree: Callable[[float], float] = _same,
-                 timed_steps: int = BUDGET_TIMED_STEPS) -> None:
+                 clock: Callable[[], float] = time.perf_counter, agree: Callable = _same,
+                 timed_steps: int = BUDGET_TIMED_STEPS, hurry: bool = True) -> None:
         self.max_minutes, self.planned, self.epochs = max_minutes, epochs, epochs
         self.steps_per_epoch, self.batch_size, self.val_images = steps_per_epoch, batch_size, val_images
-        self.clock, self.agree, self.timed_steps = clock, agree, timed_steps
+        self.clock, self.agree, self.timed_steps, self.hurry = clock, agree, timed_steps, hurry
+        self.total_steps = epochs * steps_per_epoch
         self.start = clock()
         self.steps = 0
         self.overhead: float | None = None  # what the first step cost beyond a normal one
-        self.settled = False
+        self.settled = False  # the first epoch has been measured
+        self.epoch_seconds: list[float] = []  # each finished epoch (the first without its overhead)
         self._after_first = self.start
+        self._epoch_end = self.start
 
-    def after_step(self) -> None:
-        """Call after each training step of the first epoch; lays the schedule out once enough are timed."""
-        if self.settled:
-            return
+    @property
+    def seconds(self) -> float:
+        return self.max_minutes * 60
+
+    def after_step(self) -> str | None:
+        """Call after each training step: one clock read (no device sync). During the first epoch it lays
+        the schedule out once enough steps are timed; the line to tell the user when it cuts that epoch."""
         now = self.clock()
         self.steps += 1
+        if self.settled or self.overhead is not None:
+            return None
         if self.steps == 1:
             self._after_first = now
         timed = self.steps - 1
-        if self.overhead is not None or timed < min(self.timed_steps, self.steps_per_epoch - 1):
-            return
-        per_step = self.agree((now - self._after_first) / timed if timed else now - self.start)
-        self.overhead = max(0.0, (now - self.start) - self.steps * per_step)
+        # slow steps lay the schedule out sooner (a partial epoch then keeps more of its steps); ``hurry`` is
+        # off in a distributed run, whose processes must agree at the same step: they count steps alone
+        hurried = self.hurry and timed >= 2 and now - self.start >= HURRIED_SHARE * self.seconds
+        if timed < min(self.timed_steps, self.steps_per_epoch - 1) and not hurried:
+            return None
+        per_step, elapsed = self.agree(((now - self._after_first) / timed if timed else now - self.start,
+                                        now - self.start))
+        self.overhead = max(0.0, elapsed - self.steps * per_step)
         # validation is a forward pass: about a third of a training step per image
-        self._fit(per_step * self.steps_per_epoch + per_step / self.batch_size * self.val_images / 3)
+        validation = per_step / self.batch_size * self.val_images / 3
+        if self._fit(per_step * self.steps_per_epoch + validation) >= 1:
+            return None
+        fit = self.steps + _floor((self.seconds - elapsed - validation) / per_step)
+        self.total_steps = max(self.steps, min(self.steps_per_epoch, fit))
+        if self.total_steps >= self.steps_per_epoch:
+            return None
+        return (f"  time budget {self.max_minutes:g} min: one epoch (~{per_step * self.steps_per_epoch + validation:.0f}"
+                f" s) does not fit; {self.total_steps} of its {self.steps_per_epoch} steps do, and the stage ends "
+                f"after them with its schedule fitted to them ({_HINT})")
+
+    def after_epoch(self) -> str | None:
+        """Call after each epoch (validation included): re-plan from the epochs measured so far.
+        The line to tell the user: after the first epoch always, later only when the plan changes."""
+        now = self.clock()
+        if not self.settled:
+            return self._after_first_epoch(now)
+        seconds = float(self.agree(now - self._epoch_end))
+        self._epoch_end = now
+        self.epoch_seconds.append(seconds)
+        done = len(self.epoch_seconds)
+        trusted = max(seconds, statistics.median(self.epoch_seconds[-3:]))
+        left = self.seconds - (self.overhead or 0.0) - sum(self.epoch_seconds)
+        epochs = max(done, min(self.planned, done + _floor(left / max(trusted, 1e-9))))
+        if epochs == self.epochs:
+            return None
+        self.epochs, self.total_steps = epochs, epochs * self.steps_per_epoch
+        end = ", so the stage ends here" if epochs == done else " now fit"
+        return (f"  budget: epoch {done} took {seconds:.0f} s (first {self.epoch_seconds[0]:.0f} s): "
+                f"{epochs} of {self.planned} epochs{end}")
 
     def after_first_epoch(self) -> str:
-        """Settle the number of epochs on the first epoch's measured time; the line to tell the user."""
+        """The first epoch's :meth:`after_epoch` (kept for callers of tlkit 0.2)."""
+        return self.after_epoch() or ""
+
+    def _after_first_epoch(self, now: float) -> str | None:
         if self.overhead is None:
             self.overhead = 0.0
-        epoch_seconds = self.agree(self.clock() - self.start - self.overhead)
+        epoch_seconds = float(self.agree(now - self.start)) - self.overhead
+        self.settled, self._epoch_end = True, now
+        self.epoch_seconds.append(epoch_seconds)
+        if self.total_steps < self.steps_per_epoch:  # a partial epoch: said when it was laid out
+            return None
         fits = self._fit(epoch_seconds)
-        self.settled = True
         note = (f"  time budget {self.max_minutes:g} min: ~{epoch_seconds:.0f} s per epoch measured, "
                 f"{self.epochs} of {self.planned} epochs")
         if fits < 1:
-            note += " (one epoch is over the budget; lower --image-size, or --recipe linear-probe for a run in seconds)"
+            note += f" (one epoch is over the budget; {_HINT})"
         return note
 
     def _fit(self, epoch_seconds: float) -> int:
-        fits = int((self.max_minutes * 60 - (self.overhead or 0.0)) // max(epoch_seconds, 1e-9))
+        fits = int((self.seconds - (self.overhead or 0.0)) // max(epoch_seconds, 1e-9))
         self.epochs = max(1, min(self.planned, fits))
+        self.total_steps = self.epochs * self.steps_per_epoch
         return fits
+
+    def state_dict(self) -> dict:
+        """The plan and what it was measured from: recorded in the checkpoint, so a resumed stage keeps it."""
+        return {"max_minutes": self.max_minutes, "epochs": self.epochs, "total_steps": self.total_steps,
+                "overhead": self.overhead or 0.0, "epoch_seconds": list(self.epoch_seconds)}

@@ -55,7 +55,8 @@ class TrainState:
 
     ``selection`` is :meth:`tlkit.train.selection.BestWeights.state_dict`; ``epochs`` is the number
     of epochs the running stage has (its time budget may have settled fewer than its recipe's);
-    ``history`` holds the epoch records as JSON lines.
+    ``history`` holds the epoch records as JSON lines; ``schedule`` is where the schedule ends and where
+    a budget bent it, ``budget`` what the budget measured (a resumed stage keeps that plan).
     """
 
     stage: int
@@ -69,6 +70,8 @@ class TrainState:
     epochs: int
     rng: dict
     history: list[str] = field(default_factory=list)
+    schedule: dict = field(default_factory=dict)  # the schedule's end and bends (tlkit.train.optim.Horizon)
+    budget: dict = field(default_factory=dict)  # the time budget's plan and measurements, when the stage has one
 
     @classmethod
     def capture(cls, model: torch.nn.Module, changing: set[str], *, optimizer: Any, scheduler: Any,
@@ -85,7 +88,7 @@ class TrainState:
         return {"format": "tlkit-checkpoint", "stage": self.stage, "epoch": self.epoch, "step": self.step,
                 "stage_done": self.stage_done, "model": self.model, "optimizer": self.optimizer,
                 "scheduler": self.scheduler, **self.selection, "epochs": self.epochs, "rng": self.rng,
-                "history": self.history}
+                "history": self.history, "schedule": self.schedule, "budget": self.budget}
 
     @classmethod
     def from_dict(cls, state: dict) -> TrainState:
@@ -94,7 +97,8 @@ class TrainState:
         return cls(stage=int(state["stage"]), epoch=int(state["epoch"]), step=int(state["step"]),
                    stage_done=bool(state["stage_done"]), model=state["model"], optimizer=state["optimizer"],
                    scheduler=state["scheduler"], selection=selection, epochs=int(state.get("epochs", -1)),
-                   rng=state["rng"], history=list(state["history"]))
+                   rng=state["rng"], history=list(state["history"]), schedule=dict(state.get("schedule", {})),
+                   budget=dict(state.get("budget", {})))
 
 
 class Checkpointer:

@@ -22,6 +22,7 @@ from tlkit.train.activations import ActivationCache
 from tlkit.train.budget import TimeBudget
 from tlkit.train.checkpoint import Checkpointer
 from tlkit.train.image_feed import ImageFeed
+from tlkit.train.optim import Horizon
 from tlkit.train.selection import BestWeights
 from tlkit.train.validation import Predictor
 
@@ -68,6 +69,8 @@ class StagePlan:
     epochs: int
     start_epoch: int = 0
     step: int = 0
+    steps_per_epoch: int = 1
+    horizon: Horizon | None = None  # where the schedule ends, and where a budget moved that end
 
     @property
     def cached(self) -> bool:
@@ -75,3 +78,7 @@ class StagePlan:
 
     def current_epochs(self) -> int:
         return self.budget.epochs if self.budget is not None else self.epochs
+
+    def total_steps(self) -> int:
+        """Where the stage and its schedule end; a budget may end it inside its only epoch."""
+        return self.budget.total_steps if self.budget is not None else self.epochs * self.steps_per_epoch

@@ -24,7 +24,7 @@ from tlkit import rundir
 from tlkit._io import atomic_write_text
 from tlkit._seeding import seed_everything
 from tlkit.config import RunConfig, make_config, resume_config, save_yaml
-from tlkit.console import Reporter, SilentReporter
+from tlkit.console import Reporter, SilentReporter, default_reporter
 from tlkit.data import Manifest
 from tlkit.errors import ConfigError, ResourceError
 from tlkit.models.backbone import Backbone, compile_backend
@@ -84,16 +84,19 @@ class FinetuneResult:
 
 
 def finetune(data: str | os.PathLike, backbone: str | None = None, recipe: Any = None, *,
-             reporter: Reporter | None = None, clock: Callable[[], float] = time.perf_counter,
+             reporter: Reporter | None = None, verbose: bool = True, clock: Callable[[], float] = time.perf_counter,
              **overrides: Any) -> FinetuneResult:
     """Fine-tune a pretrained backbone on a folder of class folders; the same options as the CLI.
 
-    ``clock`` is what stage time budgets (``max_minutes``) measure with (tests give a fake one).
+    Progress (bars, one line per epoch) goes to stderr, or into the notebook, unless ``verbose=False``;
+    a ``reporter`` given replaces it. ``clock`` is what stage time budgets (``max_minutes``) measure with
+    (tests give a fake one).
 
     >>> # result = tlkit.finetune("data/leaves", backbone="resnet18", epochs=5)
     >>> # result.evaluation.accuracy, result.run_dir
     """
-    return run(config_for(data, backbone, recipe, overrides), reporter=reporter, clock=clock)
+    cfg = config_for(data, backbone, recipe, overrides)
+    return run(cfg, reporter=reporter if reporter is not None else default_reporter(verbose), clock=clock)
 
 
 def config_for(data: str | os.PathLike, backbone: str | None, recipe: Any, overrides: dict[str, Any]) -> RunConfig:

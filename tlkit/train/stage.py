@@ -25,7 +25,7 @@ from tlkit.train.budget import TimeBudget
 from tlkit.train.checkpoint import TrainState
 from tlkit.train.context import RunContext, StagePlan
 from tlkit.train.losses import balanced_class_weights
-from tlkit.train.optim import build_optimizer, build_scheduler, param_groups, steps_per_epoch
+from tlkit.train.optim import Horizon, build_optimizer, build_scheduler, param_groups, steps_per_epoch
 from tlkit.train.selection import BestWeights
 from tlkit.train.steps import diverged_message, epoch_on_activations, epoch_on_images
 
@@ -85,17 +85,21 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
         steps = ctx.dist.steps_per_epoch(len(train_labels), stage.batch_size)
     resumed = resume is not None and resume.stage == index
     epochs = resume.epochs if resumed and resume.epochs >= 0 else stage.epochs
-    budget = None  # a resumed stage keeps the epochs its budget settled, so its schedule is the one it started with
+    # a resumed stage keeps the plan its budget had at the checkpoint (epochs, the schedule's bends), so it
+    # goes on exactly as it would have, whatever this machine's speed is now
+    budget = None
     if stage.max_minutes is not None and stage.epochs > 0 and not resumed:
         budget = TimeBudget(stage.max_minutes, stage.epochs, steps_per_epoch=steps, batch_size=stage.batch_size,
-                            val_images=len(val_labels), clock=ctx.clock, agree=ctx.dist.same_on_all)
+                            val_images=len(val_labels), clock=ctx.clock, agree=ctx.dist.same_on_all,
+                            hurry=not ctx.dist.enabled)
     ctx.net = ctx.model if k > 0 else ctx.dist.wrap(ctx.model)
     weights = balanced_class_weights(train_labels, len(ctx.manifest.classes)).to(ctx.device) \
         if stage.class_weighting == "balanced" else None
     keys = trainable_keys(ctx.model)
     plan = StagePlan(index, stage, k, train_labels, val_labels, views, val_inputs, optimizer, None, weights, keys,
-                     BestWeights(stage.metric, stage.early_stopping, keys), budget, epochs)
-    plan.scheduler = build_scheduler(stage, optimizer, steps, plan.current_epochs)
+                     BestWeights(stage.metric, stage.early_stopping, keys), budget, epochs, steps_per_epoch=steps)
+    plan.horizon = Horizon(plan.total_steps)
+    plan.scheduler = build_scheduler(stage, optimizer, steps, plan.current_epochs, horizon=plan.horizon)
     if resumed:
         _restore(plan, resume)
     else:
@@ -106,6 +110,8 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
 def _restore(plan: StagePlan, state: TrainState) -> None:
     plan.optimizer.load_state_dict(state.optimizer)
     plan.scheduler.load_state_dict(state.scheduler)
+    if state.schedule:  # checkpoints of tlkit 0.2 and earlier: a plain cosine, no bends
+        plan.horizon.load_state_dict(state.schedule)
     plan.start_epoch, plan.step = state.epoch + 1, state.step
     plan.selection.load_state_dict(state.selection)
     set_rng_state(state.rng)
@@ -136,7 +142,8 @@ def _state(ctx: RunContext, plan: StagePlan, epoch: int, *, done: bool) -> Train
     return TrainState.capture(ctx.model, plan.keys, optimizer=plan.optimizer, scheduler=plan.scheduler,
                               stage=plan.index, epoch=epoch, step=plan.step, stage_done=done,
                               selection=plan.selection.state_dict(), epochs=plan.current_epochs(), rng=rng_state(),
-                              history=[json.dumps(r) for r in ctx.history])
+                              history=[json.dumps(r) for r in ctx.history], schedule=plan.horizon.state_dict(),
+                              budget=plan.budget.state_dict() if plan.budget is not None else {})
 
 
 def _say_what_was_kept(ctx: RunContext, plan: StagePlan, last: dict) -> None:
@@ -158,7 +165,7 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
     """Train one stage to its end (or early stop); the model ends with the stage's best weights."""
     plan = plan_stage(ctx, index, stage, resume)
     epoch = plan.start_epoch - 1
-    while epoch + 1 < plan.current_epochs():  # a time budget may settle the number during the first epoch
+    while epoch + 1 < plan.current_epochs():  # a time budget may change the number after any epoch
         epoch += 1
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(stage_seed(ctx.cfg.seed, index, epoch))
@@ -166,8 +173,9 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         loss = (epoch_on_activations if plan.cached else epoch_on_images)(ctx, plan, epoch, gen)
         val = ctx.predictor.validate(plan.k, plan.val_inputs, plan.val_labels) if len(plan.val_labels) else {}
         loss, val = ctx.dist.same_on_all((loss, val))  # every rank decides (early stop, best epoch) alike
-        if plan.budget is not None and not plan.budget.settled:
-            ctx.reporter.message(plan.budget.after_first_epoch())
+        note = plan.budget.after_epoch() if plan.budget is not None else None
+        if note:
+            ctx.reporter.message(note)
         _check_finite(ctx, plan, epoch, val)
         seconds = time.perf_counter() - t0
         ctx.timings["train_seconds"] += seconds

@@ -2,7 +2,8 @@
 
 A step: forward under autocast (bf16 on a GPU that has it), loss, a finite check, backward,
 clip, optimizer and schedule step, and the time budget's tick. An epoch: the stage's batches in
-an order fixed by the epoch's generator, each mixed (mixup/cutmix) and stepped.
+an order fixed by the epoch's generator, each mixed (mixup/cutmix) and stepped, the reporter's bar
+fed with the running loss (a float each step has already), ending early where a budget ends the stage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from tlkit.console import batch_progress, close_progress
 from tlkit.errors import DivergedError
 from tlkit.train.context import RunContext, StagePlan
 from tlkit.train.losses import classification_loss, mix_batch
@@ -43,8 +45,24 @@ def train_step(ctx: RunContext, plan: StagePlan, epoch: int, forward: Callable[[
     plan.scheduler.step()
     plan.step += 1
     if plan.budget is not None:
-        plan.budget.after_step()
-    return float(loss.detach())
+        note = plan.budget.after_step()
+        if note:
+            ctx.reporter.message(note)
+    return float(loss.detach())  # the one sync a step has: the running loss and the bar read this float
+
+
+def _ends_here(plan: StagePlan) -> bool:
+    """A time budget that cannot fit one epoch ends the stage inside it, where its schedule ends."""
+    return plan.budget is not None and plan.step >= plan.budget.total_steps
+
+
+def _bar(ctx: RunContext, plan: StagePlan, epoch: int) -> Callable[[int, int, float], None] | None:
+    return batch_progress(ctx.reporter, f"stage {plan.index + 1} epoch {epoch + 1}", plan.steps_per_epoch)
+
+
+def _tick(bar: Callable[[int, int, float], None] | None, plan: StagePlan, first_step: int, loss: float) -> None:
+    if bar is not None:
+        bar(plan.step - first_step, min(plan.steps_per_epoch, plan.total_steps() - first_step), loss)
 
 
 def _mixed(ctx: RunContext, plan: StagePlan, x: torch.Tensor, y: torch.Tensor,
@@ -61,12 +79,19 @@ def epoch_on_activations(ctx: RunContext, plan: StagePlan, epoch: int, gen: torc
     if stage.class_weighting == "sampler":
         counts = torch.bincount(labels, minlength=len(ctx.manifest.classes)).float()
         weights = 1.0 / counts.clamp(min=1)[labels]
-    for batch in shuffled_batches(len(labels), stage.batch_size, gen, sample_weights=weights):
-        x = plan.views[view_choice[batch], batch].to(ctx.device)
-        x, y = _mixed(ctx, plan, x, labels[batch].to(ctx.device), gen)
-        loss = train_step(ctx, plan, epoch, lambda t: head(backbone.forward_groups(t, plan.k)), x, y)
-        total += loss * len(batch)
-        count += len(batch)
+    bar, first_step = _bar(ctx, plan, epoch), plan.step
+    try:
+        for batch in shuffled_batches(len(labels), stage.batch_size, gen, sample_weights=weights):
+            x = plan.views[view_choice[batch], batch].to(ctx.device)
+            x, y = _mixed(ctx, plan, x, labels[batch].to(ctx.device), gen)
+            loss = train_step(ctx, plan, epoch, lambda t: head(backbone.forward_groups(t, plan.k)), x, y)
+            total += loss * len(batch)
+            count += len(batch)
+            _tick(bar, plan, first_step, total / count)
+            if _ends_here(plan):
+                break
+    finally:
+        close_progress(bar)
     return total / max(1, count)
 
 
@@ -76,12 +101,19 @@ def epoch_on_images(ctx: RunContext, plan: StagePlan, epoch: int, gen: torch.Gen
     loader = ctx.feed.loader("train", transform, gen, plan.stage.batch_size)
     ctx.dist.seed_image_epoch(gen.initial_seed())
     total, count = 0.0, 0
-    for images, y, _ in loader:
-        x = images.to(ctx.device)
-        if ctx.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x, y = _mixed(ctx, plan, x, y.to(ctx.device), gen)
-        loss = train_step(ctx, plan, epoch, ctx.net, x, y)
-        total += loss * len(images)
-        count += len(images)
+    bar, first_step = _bar(ctx, plan, epoch), plan.step
+    try:
+        for images, y, _ in loader:
+            x = images.to(ctx.device)
+            if ctx.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = _mixed(ctx, plan, x, y.to(ctx.device), gen)
+            loss = train_step(ctx, plan, epoch, ctx.net, x, y)
+            total += loss * len(images)
+            count += len(images)
+            _tick(bar, plan, first_step, total / count)
+            if _ends_here(plan):  # every rank ends at the same step: the budget's figures are agreed
+                break
+    finally:
+        close_progress(bar)
     return ctx.dist.mean(total, count)
