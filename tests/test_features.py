@@ -477,3 +477,19 @@ def test_a_file_that_cannot_be_read_is_a_data_error_naming_it(tmp_path: Path, re
     os.mkfifo(tmp_path / "pipe.png")  # a FIFO must not block the hashing
     with pytest.raises(DataError, match="not a regular file"):
         _get(FeatureStore(tmp_path / "cache"), resnet, [str(tmp_path / "pipe.png")])
+
+
+def test_channels_last_extraction_has_its_own_entries_and_the_same_features(tmp_path: Path, resnet: Backbone,
+                                                                             tiny_data: Path) -> None:
+    """New runs extract from channels_last batches on a CPU (faster); a run made before keeps its entries,
+    and the features agree to float rounding, laid out as the store reads them back."""
+    from tlkit.config import make_config
+
+    paths = sorted(str(p) for p in (tiny_data / "red").glob("*.png"))[:4]
+    new, old = FeatureStore(tmp_path / "c"), FeatureStore(tmp_path / "c", channels_last=False)
+    pre = resnet.preprocessing.with_size(32)
+    assert new.key(resnet, pre, 3, "none", 0, 0) != old.key(resnet, pre, 3, "none", 0, 0)
+    fast, _ = _get(new, resnet, paths, stop_group=3)
+    plain, _ = _get(old, resnet, paths, stop_group=3)
+    assert fast.is_contiguous() and torch.allclose(fast, plain, atol=1e-5)
+    assert make_config("data").channels_last and not type(make_config("data"))().channels_last

@@ -36,7 +36,7 @@ def make_config(data: str | os.PathLike | None = None, *, backbone: str | None =
     >>> make_config("data/", backbone="resnet18", epochs=5).recipe.stages[0].epochs
     5
     """
-    cfg = RunConfig(recipe=load_recipe(recipe))
+    cfg = RunConfig(recipe=load_recipe(recipe), channels_last=True)
     if data is not None:
         cfg.data.path = str(data)
     if backbone is not None:

@@ -189,6 +189,9 @@ class RunConfig:
     compile: bool = False
     resume: bool = False
     overwrite: bool = False
+    #: image batches in channels_last memory on a CPU too (1.6-1.8x a training step, bench/RESULTS.md).
+    #: New runs set it (make_config); a run made before it existed resumes without, to the same numbers.
+    channels_last: bool = False
 
     def validate(self) -> "RunConfig":
         self.data.validate()

@@ -66,10 +66,12 @@ def view_seed(cid: str, view: int, seed: int) -> int:
 
 
 def run_backbone(backbone: Backbone, loader: DataLoader, stop_group: int, device: torch.device, *,
-                 progress: Progress | None = None, total: int | None = None) -> torch.Tensor:
+                 progress: Progress | None = None, total: int | None = None, cpu_channels_last: bool = True) -> torch.Tensor:
     """Run the frozen part over a loader of ``(images, index)`` batches; rows in loader order."""
     backbone.eval()
-    channels_last = device.type == "cuda"
+    # channels_last inputs: on a GPU, and on a CPU, where oneDNN's convolutions run 1.4-1.7x faster on
+    # them with the same numbers (bench/RESULTS.md, "CPU numerics"); bf16 stays GPU-only (it moves features)
+    channels_last = device.type == "cuda" or (device.type == "cpu" and cpu_channels_last)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     outputs: list[torch.Tensor] = []
     done = 0
@@ -80,7 +82,7 @@ def run_backbone(backbone: Backbone, loader: DataLoader, stop_group: int, device
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = backbone.forward_groups(images, 0, stop_group)
-            outputs.append(out.float().cpu())
+            outputs.append(out.float().cpu().contiguous())  # the layout the store reads back: same numbers downstream
             done += len(images)
             if progress is not None:
                 progress(done, total or done)
@@ -89,7 +91,7 @@ def run_backbone(backbone: Backbone, loader: DataLoader, stop_group: int, device
 
 def compute_features(backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str], seeds: Sequence[int] | None,
                      augment: str, stop_group: int, batch_size: int, workers: int, device: torch.device,
-                     progress: Progress | None) -> torch.Tensor:
+                     progress: Progress | None, *, channels_last: bool = True) -> torch.Tensor:
     """Outputs of groups ``[0, stop_group)`` for ``paths`` (one augmented view per file when ``seeds``)."""
     from tlkit.transforms import eval_transform, train_transform
 
@@ -97,5 +99,6 @@ def compute_features(backbone: Backbone, preprocessing: Preprocessing, paths: Se
     loader = DataLoader(_ViewDataset(paths, transform, seeds), batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
     with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
-        return run_backbone(backbone.to(device), loader, stop_group, device, progress=progress, total=len(paths))
+        return run_backbone(backbone.to(device), loader, stop_group, device, progress=progress, total=len(paths),
+                            cpu_channels_last=channels_last)
 

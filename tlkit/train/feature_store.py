@@ -126,9 +126,13 @@ def _missing(ids: Sequence[str], rows: dict[str, int]) -> list[int]:
 class FeatureStore:
     """Cached outputs of a backbone's frozen part, per file content, on disk."""
 
-    def __init__(self, root: str | os.PathLike | None = None, *, lock_timeout: float = 600.0) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, *, lock_timeout: float = 600.0,
+                 channels_last: bool = True) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.lock_timeout = lock_timeout
+        #: extract from channels_last batches on a CPU too (faster, numbers a rounding apart: their own
+        #: entries); False for a run made before, so that it resumes to the same numbers
+        self.channels_last = channels_last
 
     def key(self, backbone: Backbone, preprocessing: Preprocessing, stop_group: int, augment: str, view: int,
             seed: int) -> str:
@@ -141,6 +145,7 @@ class FeatureStore:
             "augment": augment,
             "view": view if augment != "none" else 0,
             "seed": seed if augment != "none" else 0,
+            **({"channels_last": True} if self.channels_last else {}),  # absent: entries made before it existed
         }
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -190,7 +195,7 @@ class FeatureStore:
         if mine:
             parts.append(compute_features(backbone, preprocessing, [paths[todo[j]] for j in mine],
                                            None if seeds is None else [seeds[j] for j in mine], augment, stop_group,
-                                           batch_size, workers, device, progress))
+                                           batch_size, workers, device, progress, channels_last=self.channels_last))
             where += [spread[todo[j]] for j in mine]
         if dist.is_main and snap.rows:
             hits = [cid for cid in slots if cid in snap.rows]

@@ -192,7 +192,7 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     if findings is not None:
         timings["doctor_seconds"] = float(findings.timings.get("total_seconds", 0.0))
     feed = ImageFeed(manifest, model.preprocessing, workers=workers, device=device, reporter=reporter, dist=dist)
-    activations = ActivationCache(FeatureStore(cfg.cache_dir), backbone, model.preprocessing, manifest,
+    activations = ActivationCache(FeatureStore(cfg.cache_dir, channels_last=cfg.channels_last), backbone, model.preprocessing, manifest,
                                   base=base_group(backbone, cfg.recipe.stages), seed=cfg.seed, workers=workers,
                                   device=device, reporter=reporter, timings=timings, dist=dist)
     return RunContext(cfg, model, manifest, rundir.RunDir(run_dir), device, reporter, dist, activations, feed,
