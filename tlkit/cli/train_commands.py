@@ -133,6 +133,8 @@ def finetune(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/tlkit/features).")] = None,
     doctor: Annotated[bool, typer.Option(help="Data doctor on the split first (in the report); --no-doctor: skip.")] = True,
     allow_leakage: Annotated[bool, typer.Option(help="Train even when a picture or a group is in two splits.")] = False,
+    folds: Annotated[Optional[int], typer.Option(help="K-fold cross-validation of train+val first (cached recipes): crossval.json.")] = None,
+    tta: Annotated[bool, typer.Option(help="Flip test-time augmentation, kept only when validation shows a gain.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,
@@ -152,14 +154,12 @@ def finetune(
     from tlkit.report.terminal import print_summary
     from tlkit.train.pipeline import config_for, run
 
+    paths = {"out": out_dir, "weights": weights, "labels": labels, "cache_dir": cache_dir}
     overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
-                     out=str(out_dir) if out_dir else None, seed=seed, device=device,
-                     weights=str(weights) if weights else None, pretrained=pretrained, offline=offline or None,
-                     workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     group_by=group_by, labels=str(labels) if labels else None, doctor=None if doctor else False,
-                     allow_leakage=allow_leakage or None,
-                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None,
-                     compile=compile_ or None)
+                     seed=seed, device=device, pretrained=pretrained, offline=offline or None, workers=workers, folds=folds,
+                     skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction, group_by=group_by,
+                     doctor=None if doctor else False, allow_leakage=allow_leakage or None, resume=resume or None, tta=tta or None,
+                     overwrite=overwrite or None, compile=compile_ or None, **{k: str(v) if v else None for k, v in paths.items()})
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
         overrides, backbone = _typed_options(ctx, overrides, backbone)
     overrides.update(parse_set_option(set_ or []))

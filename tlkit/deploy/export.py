@@ -76,7 +76,7 @@ class ProbabilityGraph(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(self.model(images))
+        return self.model.view_logits_and_probs(images)[1]  # with the flip when model.json's tta says so
 
 
 def sidecar_path(graph: str | os.PathLike) -> Path:

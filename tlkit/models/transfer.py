@@ -28,6 +28,7 @@ from tlkit.models.explain import Explanation, explain
 from tlkit.models.heads import HeadSpec, make_head
 from tlkit.models.inspection import ModelSummary, summarize
 from tlkit.models.registry import resolve
+from tlkit.models.tta import NOT_USED, combine_views, tta_views
 from tlkit.transforms import Preprocessing, eval_transform
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -101,6 +102,8 @@ class TransferModel(nn.Module):
         #: how the temperature was found (``fitted_on``: "val", or None with the ``reason``)
         self.calibration: dict = {"fitted_on": None, "reason": "not calibrated"}
         self.set_temperature(temperature)
+        #: test-time augmentation: ``used`` and why (tlkit.models.tta); predict averages the flip when used
+        self.tta: dict = dict(NOT_USED)
         self.source: Path | None = None  # the folder :meth:`load` read the model from
 
     def set_temperature(self, temperature: float, calibration: dict | None = None) -> None:
@@ -140,6 +143,7 @@ class TransferModel(nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "temperature": self.temperature,
             "calibration": self.calibration,
+            "tta": self.tta,
         }
 
     def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -180,6 +184,7 @@ class TransferModel(nn.Module):
             model.set_temperature(meta.get("temperature", 1.0),
                                   meta.get("calibration") or {"fitted_on": None, "reason": "saved before tlkit "
                                                               "calibrated models"})
+            model.tta = dict(meta.get("tta") or {"used": False, "reason": "saved before tlkit kept test-time augmentation"})
         except CheckpointError:
             raise
         except Exception as exc:
@@ -221,11 +226,16 @@ class TransferModel(nn.Module):
         """Calibrated class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
         return self._logits_and_probs(batch)[1]
 
+    def view_logits_and_probs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and calibrated probabilities of a preprocessed batch, averaged over the test-time views
+        ``self.tta`` uses (the image alone unless it says so; :mod:`tlkit.models.tta`)."""
+        return combine_views([self(view).float() for view in tta_views(images, self.tta)], self.temperature)
+
     @torch.inference_mode()
     def _logits_and_probs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.eval()
-        logits = self(batch.to(self.device)).float()
-        probs = self.probabilities(logits).cpu()
+        logits, probs = self.view_logits_and_probs(batch.to(self.device))
+        probs = probs.cpu()
         bad = (~torch.isfinite(probs)).any(dim=1)
         if bad.any():
             raise PredictionError(f"the model gave NaN or infinite outputs for {int(bad.sum())} of {len(probs)} "

@@ -34,12 +34,15 @@ from tlkit.train import distributed
 from tlkit.train.activations import ActivationCache, base_group, first_trainable_group
 from tlkit.train.checkpoint import Checkpointer, TrainState, load_checkpoint
 from tlkit.train.context import RunContext
+from tlkit.train.crossval import cross_validate
 from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
 from tlkit.train.feature_store import FeatureStore
+from tlkit.train.folds import check_folds
 from tlkit.train.image_feed import ImageFeed
 from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
 from tlkit.train.stage import run_stage
-from tlkit.train.validation import Predictor, calibrate, split_logits
+from tlkit.train.tta import choose_tta, tta_split_logits, tta_text
+from tlkit.train.validation import Predictor, calibrate
 
 __all__ = ["finetune", "run", "config_for", "FinetuneResult", "Reporter", "CHECKPOINT", "resolve_device",
            "default_workers", "first_trainable_group", "prepare_run_dir", "resume_hint"]
@@ -133,6 +136,8 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None,
         reporter = (reporter or SilentReporter()) if dist.is_main else SilentReporter()
         t_start = time.perf_counter()
         ctx = _prepare(cfg, reporter, dist, clock)
+        if cfg.folds:  # K models on the folds of train+val first, from the final model's initial weights
+            cross_validate(ctx)
         _train(ctx)
         return _finish(ctx, t_start)
 
@@ -151,6 +156,7 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
     check_stages_fit(cfg, backbone, device)
+    check_folds(cfg, backbone, device, scanned)
     # the doctor on the split (rank 0; a resumed run was examined when it started): leakage stops here
     if scanned is not None:
         dist.on_main(lambda: check_run_dir(cfg))  # an occupied --out is refused before the doctor's work
@@ -257,7 +263,7 @@ def evaluate_test(ctx: RunContext) -> Any:
     labels = ctx.manifest.labels("test")
     if not labels:
         return None
-    logits = split_logits(ctx.predictor, ctx.activations, "test")
+    logits = tta_split_logits(ctx.model, ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
     return evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
@@ -270,6 +276,7 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     """Calibrate and save the model, evaluate it on the test split, write the report and the timings."""
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
     calibrate(ctx.model, ctx.predictor, ctx.activations, ctx.manifest.labels("val"), ctx.reporter)
+    choose_tta(ctx)
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
     if ctx.dist.is_main:
         model.save(run_dir, extra={"recipe": cfg.recipe.name, "timings": timings, "kept": ctx.kept})
@@ -298,6 +305,7 @@ def _kept_text(kept: dict) -> str:
 
 
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
+    from tlkit.report.crossval_html import run_crossval_sections
     from tlkit.report.doctor_html import run_section_html
     from tlkit.report.files import write_run_report
 
@@ -307,8 +315,9 @@ def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
                      extra={"backbone": f"{backbone.name} ({backbone.weights_source})", "recipe": ctx.cfg.recipe.name,
                             "image size": f"{pre.input_size} px", "run_dir": str(ctx.run.path),
                             "timings": {k: f"{v:.1f} s" for k, v in timings.items()},
-                            "kept weights": _kept_text(ctx.kept),
+                            "kept weights": _kept_text(ctx.kept), "test-time augmentation": tta_text(ctx.model.tta),
                             "validation (kept weights)": {k: round(v, 4) for k, v in ctx.kept.items()
                                                           if k.startswith("val_")},
                             "split": {s: len(v) for s, v in ctx.manifest.splits.items()}},
-                     sections=() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))
+                     sections=(() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))
+                     + run_crossval_sections(ctx.run))
