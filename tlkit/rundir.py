@@ -43,7 +43,7 @@ OPTIONAL_REPORT_FILES = frozenset({"coverage.png", "roc.png", "precision_recall.
 RUN_FILES = frozenset({
     MARKER, "config.yaml", "splits.json", "skipped.json", "labels_applied.json", "doctor.json", "metrics.jsonl", "timings.json",
     "model.safetensors",
-    "model.json",
+    "model.json", "crossval.json", "crossval_confusion.png",
     "ood.safetensors",
 }) | REPORT_FILES | OPTIONAL_REPORT_FILES
 #: sub-folders a run writes, as ``fnmatch`` patterns: the checkpoint folder, evaluations, overlays
@@ -70,6 +70,7 @@ class RunDir:
     doctor = property(lambda self: self.path / "doctor.json")
     metrics_log = property(lambda self: self.path / "metrics.jsonl")
     timings = property(lambda self: self.path / "timings.json")
+    crossval = property(lambda self: self.path / "crossval.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
     report = property(lambda self: self.path / "report.html")
 

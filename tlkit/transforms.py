@@ -115,10 +115,13 @@ def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
     """Train-time augmentation presets.
 
     ``none``: the eval transform. ``light``: random resized crop (scale 0.35-1) and horizontal flip.
-    ``strong``: light plus TrivialAugmentWide (colour, geometry) and random erasing.
+    ``strong``: light plus TrivialAugmentWide (colour, geometry) and random erasing. ``flip`` (not a
+    training preset: the test-time view of :mod:`tlkit.models.tta`): the eval transform, mirrored.
     """
     if augment == "none":
         return eval_transform(pre)
+    if augment == "flip":  # the test-time view (tlkit.models.tta): the eval crop, mirrored
+        return T.Compose([*eval_transform(pre).transforms, T.RandomHorizontalFlip(p=1.0)])
     interp = _interp(pre.interpolation)
     crop = [T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
             T.RandomHorizontalFlip()]

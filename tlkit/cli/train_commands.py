@@ -136,6 +136,8 @@ def finetune(
     target_recall: Annotated[Optional[float], typer.Option(help="Two classes: threshold chosen on validation for this recall.")] = None,
     target_precision: Annotated[Optional[float], typer.Option(help="... or for this precision.")] = None,
     positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: see the README).")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="K-fold cross-validation of train+val first (cached recipes): crossval.json.")] = None,
+    tta: Annotated[bool, typer.Option(help="Flip test-time augmentation, kept only when validation shows a gain.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,
@@ -151,15 +153,15 @@ def finetune(
     """
     from tlkit.config import parse_set_option
     from tlkit.console import RichReporter
-    from tlkit.report.terminal import print_summary
     from tlkit.train.pipeline import config_for, run
 
-    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head, seed=seed,
-                     out=str(out_dir) if out_dir else None, device=device, weights=str(weights) if weights else None, pretrained=pretrained,
-                     offline=offline or None, workers=workers, skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction,
-                     group_by=group_by, labels=str(labels) if labels else None, doctor=None if doctor else False, allow_leakage=allow_leakage or None,
-                     target_recall=target_recall, target_precision=target_precision, positive_class=positive_class, compile=compile_ or None,
-                     cache_dir=str(cache_dir) if cache_dir else None, resume=resume or None, overwrite=overwrite or None)
+    paths = {"out": out_dir, "weights": weights, "labels": labels, "cache_dir": cache_dir}
+    overrides = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_minutes=max_minutes, image_size=image_size, head=head,
+                     seed=seed, device=device, pretrained=pretrained, offline=offline or None, workers=workers, folds=folds,
+                     skip_bad=skip_bad or None, val_fraction=val_fraction, test_fraction=test_fraction, group_by=group_by,
+                     doctor=None if doctor else False, allow_leakage=allow_leakage or None, resume=resume or None, tta=tta or None,
+                     target_recall=target_recall, target_precision=target_precision, positive_class=positive_class,
+                     overwrite=overwrite or None, compile=compile_ or None, **{k: str(v) if v else None for k, v in paths.items()})
     if resume:  # the run's config.yaml decides: only options typed on this command line are compared with it
         overrides, backbone = _typed_options(ctx, overrides, backbone)
     overrides.update(parse_set_option(set_ or []))
@@ -171,14 +173,20 @@ def finetune(
         code = launch_local(nproc_per_node, _command_line(ctx, leave_out={"nproc_per_node"}),
                             announce=lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True))
         raise typer.Exit(code)
-    result = run(cfg, reporter=RichReporter(err))
+    _print_run(run(cfg, reporter=RichReporter(err)))
+
+
+def _print_run(result) -> None:  # noqa: ANN001
+    """The test summary, the kept weights' validation accuracy and where the run is (rank 0 only)."""
+    from tlkit.report.terminal import print_summary
+
     if result.rank != 0:  # several processes: rank 0 prints the summary
         return
     if result.evaluation is not None:
         print_summary(result.evaluation, out)
-    val = result.history[-1] if result.history else {}
-    if "val_accuracy" in val:
-        out.print(f"validation accuracy (last epoch): {val['val_accuracy']:.4f}")
+    kept = result.kept or (result.history[-1] if result.history else {})
+    if "val_accuracy" in kept:
+        out.print(f"validation accuracy (kept weights): {kept['val_accuracy']:.4f}")
     out.print(f"run written to [bold]{result.run_dir}[/] in {result.timings['total_seconds']:.1f}s "
               f"(report: {result.run_dir / 'report.html'})")
 

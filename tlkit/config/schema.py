@@ -192,6 +192,8 @@ class RunConfig:
     #: image batches in channels_last memory on a CPU too (1.6-1.8x a training step, bench/RESULTS.md).
     #: New runs set it (make_config); a run made before it existed resumes without, to the same numbers.
     channels_last: bool = False
+    folds: Union[int, None] = None  # K-fold cross-validation of cached recipes (tlkit.train.crossval)
+    tta: bool = False  # flip test-time augmentation, kept only when validation shows a gain (tlkit.train.tta)
 
     def validate(self) -> "RunConfig":
         self.data.validate()
@@ -203,6 +205,9 @@ class RunConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2):
+            raise ConfigError(f"folds must be a whole number >= 2 (each of K models holds one fold out), got "
+                              f"{self.folds!r}; leave folds out (no --folds) for a single run")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite cannot both be set: resume continues a run, overwrite deletes it")
         return self

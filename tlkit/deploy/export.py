@@ -82,7 +82,9 @@ class ProbabilityGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features = self.model.backbone(images)
         logits = self.model.head(features)
-        probs = self.model.probabilities(logits)
+        # with the flip when model.json's tta says so; the OOD score is of the image alone, as it was fitted
+        probs = (self.model.view_logits_and_probs(images)[1] if self.model.tta.get("used")
+                 else self.model.probabilities(logits))
         return (probs, self.model.ood.score(features, logits)) if self.ood else probs
 
 

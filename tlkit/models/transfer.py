@@ -32,6 +32,7 @@ from tlkit.models.inspection import ModelSummary, summarize
 from tlkit.models.ood import OOD_FILE, OodDetector, load_detector
 from tlkit.models.predictions import Predictions
 from tlkit.models.registry import resolve
+from tlkit.models.tta import NOT_USED, combine_views, tta_views
 from tlkit.transforms import Preprocessing, eval_transform
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -69,6 +70,8 @@ class TransferModel(nn.Module):
         self.set_temperature(temperature)
         #: two classes: ``positive`` (a class name), ``threshold`` (None: argmax) and how it was chosen
         self.decision: dict | None = None
+        #: test-time augmentation: ``used`` and why (tlkit.models.tta); predict averages the flip when used
+        self.tta: dict = dict(NOT_USED)
         self.source: Path | None = None  # the folder :meth:`load` read the model from
         #: the out-of-distribution score and threshold (None: saved before tlkit kept one); not in the weights
         self.ood: OodDetector | None = None
@@ -129,6 +132,7 @@ class TransferModel(nn.Module):
             "calibration": self.calibration,
             **({"decision": self.decision} if self.decision is not None else {}),
             **({"ood": self.ood.meta()} if self.ood is not None else {}),
+            "tta": self.tta,
         }
 
     def save(self, folder: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -172,6 +176,7 @@ class TransferModel(nn.Module):
                                   meta.get("calibration") or {"fitted_on": None, "reason": "saved before tlkit "
                                                               "calibrated models"})
             model.set_decision(meta.get("decision"))  # none before tlkit kept thresholds: argmax, as always
+            model.tta = dict(meta.get("tta") or {"used": False, "reason": "saved before tlkit kept test-time augmentation"})
         except CheckpointError:
             raise
         except Exception as exc:
@@ -214,20 +219,27 @@ class TransferModel(nn.Module):
         """Calibrated class probabilities for a preprocessed batch; a non-finite output is an error, never a NaN answer."""
         return self._forward(batch)[1]
 
+    def view_logits_and_probs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and calibrated probabilities of a preprocessed batch, averaged over the test-time views
+        ``self.tta`` uses (the image alone unless it says so; :mod:`tlkit.models.tta`)."""
+        return combine_views([self(view).float() for view in tta_views(images, self.tta)], self.temperature)
+
     @torch.inference_mode()
     def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, calibrated probabilities and OOD scores (NaN without a detector) of a batch, on the CPU."""
         self.eval()
-        features = self.backbone(batch.to(self.device))
-        logits = self.head(features).float()
-        probs = self.probabilities(logits).cpu()
+        x = batch.to(self.device)
+        features = self.backbone(x)
+        plain = self.head(features).float()  # the image alone: what the OOD score was fitted on
+        logits, probs = self.view_logits_and_probs(x) if self.tta.get("used") else (plain, self.probabilities(plain))
+        probs = probs.cpu()
         bad = (~torch.isfinite(probs)).any(dim=1)
         if bad.any():
             raise PredictionError(f"the model gave NaN or infinite outputs for {int(bad.sum())} of {len(probs)} "
                                   "image(s) of a batch (the first at position "
                                   f"{int(bad.nonzero()[0])}): the model or the input is broken, check the "
                                   "image and model.json's preprocessing")
-        scores = self.ood.score(features, logits).cpu() if self.ood is not None else torch.full((len(probs),), float("nan"))
+        scores = self.ood.score(features, plain).cpu() if self.ood is not None else torch.full((len(probs),), float("nan"))
         return logits.cpu(), probs, scores.double()
 
     def ood_threshold(self, reject_rate: float | None = None, threshold: float | None = None) -> float | None:

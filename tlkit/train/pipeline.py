@@ -35,14 +35,17 @@ from tlkit.train import distributed
 from tlkit.train.activations import ActivationCache, base_group, first_trainable_group
 from tlkit.train.checkpoint import Checkpointer, TrainState, load_checkpoint
 from tlkit.train.context import RunContext
+from tlkit.train.crossval import cross_validate
 from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
 from tlkit.train.decision import check_decision, decide
 from tlkit.train.feature_store import FeatureStore
+from tlkit.train.folds import check_folds
 from tlkit.train.image_feed import ImageFeed
 from tlkit.train.ood_fit import fit_run_ood, split_features
 from tlkit.train.prepare import check_resume, check_run_dir, check_stages_fit, default_out, prepare_data, prepare_run_dir, resume_hint, scan_data
 from tlkit.train.stage import run_stage
-from tlkit.train.validation import Predictor, calibrate, split_logits
+from tlkit.train.tta import choose_tta, tta_split_logits, tta_text
+from tlkit.train.validation import Predictor, calibrate
 
 __all__ = ["finetune", "run", "config_for", "FinetuneResult", "Reporter", "CHECKPOINT", "resolve_device",
            "default_workers", "first_trainable_group", "prepare_run_dir", "resume_hint"]
@@ -152,6 +155,8 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None,
         reporter = (reporter or SilentReporter()) if dist.is_main else SilentReporter()
         t_start = time.perf_counter()
         ctx = _prepare(cfg, reporter, dist, clock)
+        if cfg.folds:  # K models on the folds of train+val first, from the final model's initial weights
+            cross_validate(ctx)
         _train(ctx)
         return _finish(ctx, t_start)
 
@@ -172,6 +177,7 @@ def _prepare(cfg: RunConfig, reporter: Reporter, dist: distributed.Distributed,
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
                                    weights_file=cfg.model.weights, offline=cfg.model.offline)
     check_stages_fit(cfg, backbone, device)
+    check_folds(cfg, backbone, device, scanned)
     # the doctor on the split (rank 0; a resumed run was examined when it started): leakage stops here
     if scanned is not None:
         dist.on_main(lambda: check_run_dir(cfg))  # an occupied --out is refused before the doctor's work
@@ -279,10 +285,9 @@ def evaluate_test(ctx: RunContext) -> Any:
     if not labels:
         return None
     ood = ctx.model.ood
-    if ood is None:
-        logits = split_logits(ctx.predictor, ctx.activations, "test")
-    else:  # the same logits, with the pooled features the OOD score needs
-        features, logits = split_features(ctx.predictor, ctx.activations, "test")
+    logits = tta_split_logits(ctx.model, ctx.predictor, ctx.activations, "test")
+    if ood is not None:  # the image alone (as the OOD score was fitted), with the pooled features it needs
+        features, plain = split_features(ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
     result = evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
@@ -295,7 +300,7 @@ def evaluate_test(ctx: RunContext) -> Any:
     if ood is not None:
         from tlkit.evaluation.coverage import coverage_of
 
-        result.ood = coverage_of(ood.score(features, logits).double().numpy(), result.y_pred == result.y_true,
+        result.ood = coverage_of(ood.score(features, plain).double().numpy(), result.y_pred == result.y_true,
                                  ood.threshold, method=ood.method, reject_rate=ood.reject_rate)
     return result
 
@@ -304,6 +309,7 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
     """Calibrate and save the model, evaluate it on the test split, write the report and the timings."""
     cfg, model, run_dir = ctx.cfg, ctx.model, ctx.run.path
     calibrate(ctx.model, ctx.predictor, ctx.activations, ctx.manifest.labels("val"), ctx.reporter)
+    choose_tta(ctx)  # before the threshold and the OOD fit, which see the final probabilities' model
     decide(ctx)  # two classes: the positive class, and the threshold for a target recall or precision
     fit_run_ood(ctx.model, ctx.predictor, ctx.activations, ctx.manifest, ctx.reporter, timings=ctx.timings)
     timings = {"total_seconds": time.perf_counter() - t_start, **ctx.timings}
@@ -335,13 +341,15 @@ def _kept_text(kept: dict) -> str:
 
 def _write_report(ctx: RunContext, evaluation: Any, timings: dict) -> None:
     from tlkit.evaluation.history import TrainingHistory
+    from tlkit.report.crossval_html import run_crossval_sections
     from tlkit.report.doctor_html import run_section_html
     from tlkit.report.files import write_run_report
     from tlkit.report.run_info import run_header
 
     findings = load_findings(ctx.run.doctor)
     write_run_report(evaluation, ctx.model, ctx.run.path, title=f"tlkit: {Path(ctx.cfg.data.path).name}",
-                     extra=run_header(ctx.cfg, ctx.manifest, ctx.history, ctx.kept, timings, ctx.model, ctx.device,
-                                      _kept_text(ctx.kept)),
+                     extra={**run_header(ctx.cfg, ctx.manifest, ctx.history, ctx.kept, timings, ctx.model, ctx.device,
+                                         _kept_text(ctx.kept)), "test-time augmentation": tta_text(ctx.model.tta)},
                      history=TrainingHistory.from_records(ctx.history, ctx.kept), data_root=ctx.manifest.root,
-                     sections=() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))
+                     sections=(() if findings is None else (run_section_html(findings, ctx.cfg.data.path),))
+                     + run_crossval_sections(ctx.run))

@@ -1,0 +1,83 @@
+"""Whether a run keeps flip test-time augmentation: a paired comparison on validation, from cached views.
+
+With ``tta: true`` (``--tta``) and a final model whose frozen prefix never trained, the validation
+and test images' horizontal flips go through the prefix once (the feature store's ``flip`` view,
+stored like any other view), and the final weights predict both views from cached activations.
+
+The rule (:func:`tta_decision`): TTA is kept only when the 95% paired interval of the accuracy
+difference (TTA minus plain) on validation lies above 0: Newcombe's hybrid score interval for
+paired proportions (:func:`tlkit.evaluation.stats.paired_difference_interval`), which only counts
+the images where the two disagree. A point gain is not enough: on a small validation set one or
+two lucky images make one, and a rule that follows them would double every prediction's cost for
+noise. The interval never has zero width, so identical answers are never "a gain". What was
+compared and the verdict go into ``model.json`` (``tta``) and the report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tlkit.evaluation.stats import paired_difference_interval
+from tlkit.models.transfer import TransferModel
+from tlkit.models.tta import combine_views
+from tlkit.train.activations import ActivationCache
+from tlkit.train.context import RunContext
+from tlkit.train.validation import Predictor, split_logits
+
+__all__ = ["tta_decision", "choose_tta", "tta_split_logits", "tta_text", "RULE"]
+
+RULE = "kept when the 95% paired (Newcombe) interval of the validation accuracy gain, TTA minus plain, is above 0"
+
+
+def tta_decision(labels: np.ndarray, plain_probs: np.ndarray, tta_probs: np.ndarray, *, level: float = 0.95) -> dict:
+    """The validation comparison: accuracies, the paired counts, the interval of the gain, and ``used``."""
+    plain, tta = plain_probs.argmax(1) == labels, tta_probs.argmax(1) == labels
+    both, only_tta = int((plain & tta).sum()), int((tta & ~plain).sum())
+    only_plain, neither = int((plain & ~tta).sum()), int((~plain & ~tta).sum())
+    low, high = paired_difference_interval(both, only_tta, only_plain, neither, level=level)
+    used = low > 0
+    gain = float(tta.mean() - plain.mean())
+    reason = (f"validation accuracy {plain.mean():.4f} -> {tta.mean():.4f} with the flip; the {level:.0%} interval of "
+              f"the gain [{low:+.4f}, {high:+.4f}] is " + ("above 0: kept" if used else "not above 0: not kept"))
+    return {"used": used, "views": ["flip"], "rule": RULE, "reason": reason, "images": int(len(labels)),
+            "val_accuracy_plain": float(plain.mean()), "val_accuracy_tta": float(tta.mean()), "gain": gain,
+            "interval": [low, high], "only_tta_right": only_tta, "only_plain_right": only_plain}
+
+
+def _view_logits(predictor: Predictor, activations: ActivationCache, split: str) -> list[torch.Tensor]:
+    """Logits of the plain view and the flip of ``split``, from cached activations."""
+    base = activations.base
+    return [predictor.logits(base, activations.at_base(split, 0, augment), split) for augment in ("none", "flip")]
+
+
+def choose_tta(ctx: RunContext) -> dict:
+    """Decide TTA for the final (calibrated) weights; set ``ctx.model.tta`` and say what was decided."""
+    model = ctx.model
+    if not ctx.cfg.tta:
+        return model.tta
+    labels = np.array(ctx.manifest.labels("val"))
+    if not ctx.activations.prefix_unchanged():
+        model.tta = {"used": False, "reason": "not evaluated: a stage on images trained the frozen prefix, and the flip "
+                     "views are compared on cached activations (use a cached recipe, e.g. linear-probe)"}
+    elif len(labels) == 0:
+        model.tta = {"used": False, "reason": "not evaluated: no validation split to compare on"}
+    else:
+        plain, flipped = _view_logits(ctx.predictor, ctx.activations, "val")
+        tta_probs = combine_views([plain, flipped], model.temperature)[1]
+        model.tta = tta_decision(labels, model.probabilities(plain).numpy(), tta_probs.numpy())
+    ctx.reporter.message(f"test-time augmentation (flip): {model.tta['reason']}")
+    return model.tta
+
+
+def tta_split_logits(model: TransferModel, predictor: Predictor, activations: ActivationCache, split: str) -> torch.Tensor:
+    """:func:`~tlkit.train.validation.split_logits`, averaged over the flip when ``model.tta`` uses it."""
+    if not model.tta.get("used") or not activations.prefix_unchanged():
+        return split_logits(predictor, activations, split)
+    return combine_views(_view_logits(predictor, activations, split), model.temperature)[0]
+
+
+def tta_text(tta: dict) -> str:
+    """One line for the report: used or not, and why."""
+    return ("used (image + horizontal flip, probabilities averaged): " if tta.get("used") else "not used: ") \
+        + str(tta.get("reason", ""))
