@@ -56,3 +56,30 @@ def test_only_the_main_process_writes(tmp_path: Path) -> None:
     writer = Checkpointer(tmp_path / "last.pt", is_main=False)
     writer.write(_state(0, 1))
     assert not (tmp_path / "last.pt").exists() and writer.saved_epochs == 1
+
+
+def test_a_finished_run_says_what_its_checkpoint_is_for_or_deletes_it(tiny_data, fast_kwargs) -> None:  # noqa: ANN001
+    import tlkit
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.messages.append(text)
+
+        def task(self, description: str, total: int) -> None:
+            return None
+
+        def epoch(self, record: dict) -> None:
+            pass
+
+    kept = Recorder()
+    result = tlkit.finetune(tiny_data, recipe="linear-probe", epochs=1, doctor=False, reporter=kept, **fast_kwargs)
+    assert (result.run_dir / "checkpoints" / "last.pt").is_file()
+    assert any("last.pt" in m and "is kept to resume" in m and "keep_checkpoint=false" in m for m in kept.messages)
+    dropped = Recorder()
+    again = tlkit.finetune(tiny_data, recipe="linear-probe", epochs=1, doctor=False, reporter=dropped, overwrite=True,
+                           keep_checkpoint=False, **fast_kwargs)
+    assert not (again.run_dir / "checkpoints" / "last.pt").exists() and (again.run_dir / "model.safetensors").is_file()
+    assert any("deleted (keep_checkpoint: false)" in m for m in dropped.messages)

@@ -19,7 +19,8 @@ from tlkit.config.schema import DataConfig, ModelConfig, Recipe, RunConfig, Stag
 from tlkit.errors import ConfigError
 
 #: keyword / CLI option -> where it lands. Stage-level keys apply to every stage.
-TOP_LEVEL_KEYS = {"out", "seed", "device", "workers", "cache_dir", "compile", "resume", "overwrite", "folds", "tta"}
+TOP_LEVEL_KEYS = {"out", "seed", "device", "workers", "cache_dir", "compile", "resume", "overwrite", "folds", "tta",
+                  "keep_checkpoint"}
 DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 STAGE_KEYS = {f.name for f in dataclasses.fields(StageConfig)} - {"kind", "name", "gpu"}

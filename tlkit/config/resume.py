@@ -17,7 +17,7 @@ from tlkit.errors import ConfigError
 #: fields that may differ between a run and the command that resumes it: where and how it runs,
 #: never what it computes (a moved dataset keeps its split, read from splits.json)
 RESUME_FREE = frozenset({"out", "resume", "overwrite", "device", "workers", "cache_dir", "compile", "data.path",
-                         "data.skip_bad", "data.doctor", "data.allow_leakage", "model.offline"})
+                         "data.skip_bad", "data.doctor", "data.allow_leakage", "model.offline", "keep_checkpoint"})
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:

@@ -192,6 +192,8 @@ class RunConfig:
     #: image batches in channels_last memory on a CPU too (1.6-1.8x a training step, bench/RESULTS.md).
     #: New runs set it (make_config); a run made before it existed resumes without, to the same numbers.
     channels_last: bool = False
+    #: keep checkpoints/last.pt when the run is done (to resume or extend it); false: delete it at the end
+    keep_checkpoint: bool = True
     folds: Union[int, None] = None  # K-fold cross-validation of cached recipes (tlkit.train.crossval)
     tta: bool = False  # flip test-time augmentation, kept only when validation shows a gain (tlkit.train.tta)
 

@@ -19,7 +19,7 @@ import torch
 from tlkit._io import atomic_write
 from tlkit.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_SECONDS", "TrainState", "Checkpointer"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_SECONDS", "TrainState", "Checkpointer", "finished_checkpoint"]
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
@@ -133,3 +133,16 @@ class Checkpointer:
         """Write the last kept epoch if it is newer than the file (a Ctrl-C)."""
         if self.pending is not None:
             self.write(self.pending)
+
+
+def finished_checkpoint(path: Path, *, keep: bool) -> str:
+    """What a finished run does with its checkpoint, in one line: kept (and what it is for) or deleted
+    (``keep_checkpoint: false``; only the run's own ``checkpoints/last.pt``, never another file)."""
+    if not path.is_file():
+        return "no checkpoint to keep (no epoch was trained)"
+    size = path.stat().st_size / 2**20
+    if keep:
+        return (f"{path.parent.name}/{path.name} ({size:.0f} MB) is kept to resume or extend this run (the model is "
+                "model.safetensors); delete the checkpoints folder when done, or train with --set keep_checkpoint=false")
+    path.unlink()
+    return f"{path.parent.name}/{path.name} ({size:.0f} MB) deleted (keep_checkpoint: false): this run cannot be resumed"

@@ -33,7 +33,7 @@ from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import TransferModel
 from tlkit.train import distributed
 from tlkit.train.activations import ActivationCache, base_group, first_trainable_group
-from tlkit.train.checkpoint import Checkpointer, TrainState, load_checkpoint
+from tlkit.train.checkpoint import Checkpointer, TrainState, finished_checkpoint, load_checkpoint
 from tlkit.train.context import RunContext
 from tlkit.train.crossval import cross_validate
 from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
@@ -324,6 +324,7 @@ def _finish(ctx: RunContext, t_start: float) -> FinetuneResult:
         timings["total_seconds"] = time.perf_counter() - t_start
     if ctx.dist.is_main:
         atomic_write_text(ctx.run.timings, json.dumps(timings, indent=2))
+        ctx.reporter.message(finished_checkpoint(ctx.run.checkpoint, keep=cfg.keep_checkpoint))
     return FinetuneResult(model, run_dir, cfg, ctx.manifest, ctx.history, evaluation, timings, rank=ctx.dist.rank,
                           doctor=load_findings(ctx.run.doctor) if ctx.dist.is_main else None)
 
