@@ -52,7 +52,8 @@ class CoverageResult:
         if not self.curve:
             return []
         cover = np.array([p["coverage"] for p in self.curve])
-        return [dict(self.curve[int(np.abs(cover - c).argmin())], target=c) for c in TABLE_COVERAGES]
+        picked = dict.fromkeys(int(np.abs(cover - c).argmin()) for c in TABLE_COVERAGES)  # once each, in order
+        return [dict(self.curve[i]) for i in picked]
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "threshold": self.threshold, "reject_rate": self.reject_rate, "n": self.n,

@@ -334,7 +334,9 @@ class MisclassifiedDisplay:
 
     @property
     def columns(self) -> int:
-        return min(3 if self.has_heat_maps else 4, max(1, len(self.items)))
+        # tiles with their nearest training images are wide: two a row keep them legible on a page
+        most = 2 if self.neighbours else 3 if self.has_heat_maps else 4
+        return min(most, max(1, len(self.items)))
 
     @property
     def figsize(self) -> tuple[float, float]:
@@ -342,7 +344,8 @@ class MisclassifiedDisplay:
             return (6.0, 1.6)
         cols = self.columns
         rows = -(-len(self.items) // cols)
-        return ((5.4 if self.has_heat_maps else 3.2) * cols * (1.9 if self.neighbours else 1), 3.9 * rows + 0.6)
+        return ((5.4 if self.has_heat_maps else 3.2) * cols * (1.6 if self.neighbours else 1),
+                (2.6 if self.neighbours else 3.9) * rows + 0.6)  # tiles with neighbours are wide and low
 
     def plot(self, figure: Figure | None = None) -> MisclassifiedDisplay:
         """Draw onto ``figure`` (default: a new pyplot figure of ``self.figsize``); keeps ``figure_``."""
