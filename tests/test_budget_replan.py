@@ -252,3 +252,32 @@ def test_a_distributed_budget_lays_out_by_step_count_alone() -> None:
             clock.now += 1.0
             budget.after_step()
         assert budget.steps == laid_out_at and budget.total_steps == laid_out_at + int(30 - laid_out_at)
+
+
+def test_slow_first_timed_steps_that_still_fit_an_epoch_do_not_end_the_schedule_in_the_first_epoch() -> None:
+    """Two slow timed steps (a lazy first decode) made the early layout plan one epoch, the cosine reached
+    its floor at the end of it, and the epochs the first epoch's measurement then granted ran at a zero
+    learning rate (seen on Fashion-MNIST at 224 px). The early layout now leaves such a schedule as planned."""
+    import torch
+
+    from tlkit.config import load_recipe
+    from tlkit.train.budget import TimeBudget
+    from tlkit.train.optim import Horizon, build_scheduler
+
+    stage = load_recipe("probe-then-finetune").stages[1]
+    now = [0.0]
+    steps = 63
+    budget = TimeBudget(8, 12, steps_per_epoch=steps, batch_size=32, val_images=200, clock=lambda: now[0])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    scheduler = build_scheduler(stage, optimizer, steps, lambda: budget.epochs, horizon=Horizon(lambda: budget.total_steps))
+    lrs = []
+    for epoch in range(3):
+        for step in range(steps):
+            now[0] += 30.0 if (epoch, step) == (0, 1) else 1.4  # step 2 decodes everything: 30 s
+            optimizer.step()
+            scheduler.step()
+            budget.after_step()
+        now[0] += 20
+        budget.after_epoch()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert budget.epochs >= 3 and lrs[0] > 1e-4 and lrs[1] > 0, (budget.epochs, lrs)

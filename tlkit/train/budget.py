@@ -69,7 +69,8 @@ class TimeBudget:
         self.overhead: float | None = None  # what the first step cost beyond a normal one
         self.settled = False  # the first epoch has been measured
         self.epoch_seconds: list[float] = []  # each finished epoch (the first without its overhead)
-        self._after_first = self.start
+        self._after_first = self._last_step = self.start
+        self._step_seconds: list[float] = []  # each timed step of the first epoch (after the first)
         self._epoch_end = self.start
 
     @property
@@ -85,18 +86,26 @@ class TimeBudget:
             return None
         if self.steps == 1:
             self._after_first = now
+        else:
+            self._step_seconds.append(now - self._last_step)
+        self._last_step = now
         timed = self.steps - 1
         # slow steps lay the schedule out sooner (a partial epoch then keeps more of its steps); ``hurry`` is
         # off in a distributed run, whose processes must agree at the same step: they count steps alone
         hurried = self.hurry and timed >= 2 and now - self.start >= HURRIED_SHARE * self.seconds
         if timed < min(self.timed_steps, self.steps_per_epoch - 1) and not hurried:
             return None
-        per_step, elapsed = self.agree(((now - self._after_first) / timed if timed else now - self.start,
+        # the median step: one slow step (a lazy first decode, a burst of load) must not shrink the plan
+        per_step, elapsed = self.agree((statistics.median(self._step_seconds) if timed else now - self.start,
                                         now - self.start))
         self.overhead = max(0.0, elapsed - self.steps * per_step)
         # validation is a forward pass: about a third of a training step per image
         validation = per_step / self.batch_size * self.val_images / 3
         if self._fit(per_step * self.steps_per_epoch + validation) >= 1:
+            # laid out for at least two epochs until the first one is measured: a cosine laid out for one would
+            # reach its floor before that measurement could lengthen it (it can shorten one smoothly)
+            self.epochs = min(self.planned, max(2, self.epochs))
+            self.total_steps = self.epochs * self.steps_per_epoch
             return None
         fit = self.steps + _floor((self.seconds - elapsed - validation) / per_step)
         self.total_steps = max(self.steps, min(self.steps_per_epoch, fit))
