@@ -1,4 +1,5 @@
-"""Helpers shared by the tests of ``tlkit.models``: caches kept inside ``tmp_path``, meta-device builds.
+"""Helpers shared by the tests: caches kept inside ``tmp_path``, meta-device builds, a fake clock and a
+reporter that records messages.
 
 Not a test module (pytest collects ``test_*.py`` only); the test files import it by name.
 """
@@ -45,3 +46,29 @@ def meta_build(name: str) -> Backbone:
     """``build(name, pretrained=False)`` on the meta device: shapes only, no memory, no arithmetic."""
     with torch.device("meta"):
         return build(name, pretrained=False)
+
+
+class FakeClock:
+    """A clock the test moves by hand (``clock.now += 10``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class MessageRecorder:
+    """A reporter that keeps every message, shows no progress and ignores epochs (subclass to react to them)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def task(self, description: str, total: int) -> None:
+        return None
+
+    def epoch(self, record: dict) -> None:
+        pass

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_testing import FakeClock, MessageRecorder
 
 from tlkit._demo import DEMO_MINUTES, SinceStart
 from tlkit.config import StageConfig
@@ -19,14 +20,6 @@ from tlkit.train.optim import Horizon, build_optimizer, build_scheduler
 from tlkit.train.pipeline import CHECKPOINT, finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _stage(budget: TimeBudget, clock: FakeClock, epoch_seconds: list[float], val_seconds: float = 0.0) -> list[str]:
@@ -174,19 +167,13 @@ class PacedClock:
         return self.now
 
 
-class Pacer:
+class Pacer(MessageRecorder):
     """A reporter that makes the machine faster after the fine-tuning stage's first epoch, records what is
     said, and can raise KeyboardInterrupt after one epoch."""
 
     def __init__(self, clock: PacedClock, interrupt_at: int | None = None) -> None:
+        super().__init__()
         self.clock, self.interrupt_at = clock, interrupt_at
-        self.messages: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def task(self, description: str, total: int) -> None:
-        return None
 
     def epoch(self, record: dict) -> None:
         if record["stage"] == 1 and record["epoch"] == 0:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pytest
 import torch
+from model_testing import MessageRecorder as _Recorder
 from PIL import Image
 
 from tlkit.data import load_image
@@ -439,18 +440,6 @@ def test_file_names_that_are_not_utf8(tmp_path: Path, resnet: Backbone) -> None:
     assert "cache-\\xff" in stats.messages[0]
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def task(self, description: str, total: int) -> None:
-        return None
-
-    def epoch(self, record: dict) -> None:
-        pass
 
 
 def test_a_training_run_says_when_it_dropped_a_cache_entry(tiny_data: Path, fast_kwargs: dict) -> None:

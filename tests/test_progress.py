@@ -7,20 +7,13 @@ import io
 from pathlib import Path
 
 import pytest
+from model_testing import FakeClock
 from rich.console import Console
 
 from tlkit.console import BAR_DELAY, BAR_SECONDS, RichReporter, SilentReporter, default_reporter
 from tlkit.train.pipeline import finetune
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _terminal() -> tuple[Console, io.StringIO]:

@@ -59,20 +59,9 @@ def test_only_the_main_process_writes(tmp_path: Path) -> None:
 
 
 def test_a_finished_run_says_what_its_checkpoint_is_for_or_deletes_it(tiny_data, fast_kwargs) -> None:  # noqa: ANN001
+    from model_testing import MessageRecorder as Recorder
+
     import tlkit
-
-    class Recorder:
-        def __init__(self) -> None:
-            self.messages: list[str] = []
-
-        def message(self, text: str) -> None:
-            self.messages.append(text)
-
-        def task(self, description: str, total: int) -> None:
-            return None
-
-        def epoch(self, record: dict) -> None:
-            pass
 
     kept = Recorder()
     result = tlkit.finetune(tiny_data, recipe="linear-probe", epochs=1, doctor=False, reporter=kept, **fast_kwargs)

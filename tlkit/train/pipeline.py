@@ -285,9 +285,11 @@ def evaluate_test(ctx: RunContext) -> Any:
     if not labels:
         return None
     ood = ctx.model.ood
-    logits = tta_split_logits(ctx.model, ctx.predictor, ctx.activations, "test")
     if ood is not None:  # the image alone (as the OOD score was fitted), with the pooled features it needs
         features, plain = split_features(ctx.predictor, ctx.activations, "test")
+    # one pass over the test split: split_features' logits are split_logits', so they serve without TTA
+    logits = plain if ood is not None and not ctx.model.tta.get("used") else \
+        tta_split_logits(ctx.model, ctx.predictor, ctx.activations, "test")
     if not ctx.dist.is_main:
         return None
     result = evaluate_predictions(np.array(labels), ctx.model.probabilities(logits).numpy(), ctx.manifest.classes,
