@@ -43,6 +43,13 @@ def print_sweep(result: SweepResult, console: Console) -> None:
         table.add_row(str(r.rank), txt(r.backbone), f"{r.accuracy:.3f}", f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
                       f"{r.balanced_accuracy:.3f}", versus, f"{r.params / 1e6:.2f}M", str(r.feature_dim),
                       str(r.input_size), _rate(r.images_per_second, r.images_per_second_source), f"{r.latency_ms:.1f}")
+    for e in result.ensembles:  # the top backbones' features together, against the best alone
+        style = "green" if e.kept else "default"
+        table.add_row("+", txt(e.backbone), f"{e.accuracy:.3f}", f"[{e.ci[0]:.3f}, {e.ci[1]:.3f}]",
+                      f"{e.balanced_accuracy:.3f}",
+                      f"[{style}]{e.diff_vs_best:+.3f} [{e.diff_ci[0]:+.3f}, {e.diff_ci[1]:+.3f}][/]"
+                      + ("" if e.kept else " not kept"), "", str(e.feature_dim), str(e.input_size), "",
+                      f"{e.latency_ms:.1f}")
     console.print(table)
     console.print(txt(result.recommendation.reason), markup=False, highlight=False)
     console.print(f"recommended: [bold]{txt(result.recommendation.command)}[/]", highlight=False)
@@ -65,6 +72,8 @@ def sweep_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Images per batch of the feature extraction.")] = 64,
     pretrained: Annotated[bool, typer.Option(help="Pretrained weights (--no-pretrained: random, for tests only).")] = True,
+    ensemble: Annotated[int, typer.Option(help="Also score the top 2..N backbones' features together (0: none); "
+                                               "recommended only when better than the best alone, paired.")] = 2,
 ) -> None:
     """Which backbone, and how sure: k-fold linear probes on cached features, accuracy with intervals, speed.
 
@@ -81,7 +90,7 @@ def sweep_command(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     result = sweep(data, backbones=backbones, folds=folds, seed=seed, cache_dir=cache_dir,
                    offline=True if offline else None, device=device, image_size=image_size,
-                   reporter=RichReporter(err), pretrained=pretrained, batch_size=batch_size)
+                   reporter=RichReporter(err), pretrained=pretrained, batch_size=batch_size, ensemble=ensemble)
     written = write_sweep_report(result, out_dir) if out_dir is not None else []
     if as_json:
         write_stdout(json_bytes(result.to_dict()) + b"\n")

@@ -14,9 +14,10 @@ from torch import nn
 from tlkit.errors import BackboneError
 from tlkit.models import layouts
 from tlkit.models.backbone import Backbone, count_parameters
+from tlkit.models.ensemble import Ensemble, ensemble_backbone
 from tlkit.models.layouts import Layout
 from tlkit.models.pretrained import availability, load_pretrained, preprocessing_for
-from tlkit.models.registry import ALIASES, BackboneSpec, matching_names, resolve
+from tlkit.models.registry import ALIASES, ENSEMBLE_SOURCE, BackboneSpec, ensemble_members, matching_names, resolve
 
 #: torchvision builder options its ImageNet weights were made with (what its builder sets when
 #: given weights): GoogLeNet and Inception-v3 re-normalise their input, and their auxiliary heads
@@ -39,7 +40,10 @@ def _ignore_aux_heads(module: nn.Module, state_dict: dict, prefix: str, *args: o
 
 
 def create_model(spec: BackboneSpec) -> nn.Module:
-    """The library's own model for ``spec``, randomly initialised, with its classifier."""
+    """The library's own model for ``spec``, randomly initialised, with its classifier (an ensemble:
+    its members, each already a Backbone)."""
+    if spec.source == ENSEMBLE_SOURCE:
+        return Ensemble([wrap(m, create_model(m)) for m in ensemble_members(spec)])
     try:
         if spec.source == "torchvision":
             from torchvision import models as tvm
@@ -72,6 +76,8 @@ def _tv_fallback(model: nn.Module) -> tuple[Layout, int]:
 
 def wrap(spec: BackboneSpec, model: nn.Module, weights_source: str = "none") -> Backbone:
     """Turn a library classifier (weights already loaded) into a :class:`Backbone`."""
+    if spec.source == ENSEMBLE_SOURCE:
+        return ensemble_backbone(spec, model, None if weights_source == "none" else weights_source)  # type: ignore[arg-type]
     if spec.source == "timm":
         model.reset_classifier(0)  # type: ignore[operator]
         layout = layouts.timm_layout(model)
@@ -99,6 +105,12 @@ def build(name: str | BackboneSpec, *, pretrained: bool = True, weights_file: st
     True
     """
     spec = resolve(name) if isinstance(name, str) else name
+    if spec.source == ENSEMBLE_SOURCE:
+        if weights_file:
+            raise BackboneError(f"--weights gives one backbone's weights, but {spec.name} is an ensemble: "
+                                "put each member's weights where tlkit finds them (a cache) instead")
+        return ensemble_backbone(spec, Ensemble([build(m, pretrained=pretrained, offline=offline)
+                                                 for m in ensemble_members(spec)]))
     model = create_model(spec)
     source = "none"
     if pretrained or weights_file:

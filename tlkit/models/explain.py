@@ -24,6 +24,7 @@ from torch import nn
 
 from tlkit.errors import BackboneError, ConfigError
 from tlkit.models.backbone import Backbone
+from tlkit.models.ensemble import is_ensemble, members
 from tlkit.transforms import Preprocessing
 
 if TYPE_CHECKING:
@@ -151,6 +152,22 @@ def _layer_index(backbone: Backbone, layer: int | str | None, input_size: int) -
         raise ConfigError(f"{exc} (or 'auto'); 'tlkit summary --backbone NAME' lists them") from exc
 
 
+def cam_backbone(model: Explainable) -> Backbone:
+    """The backbone whose layer groups Grad-CAM looks at: the model's, or an ensemble's first member."""
+    return members(model.backbone)[0] if is_ensemble(model.backbone) else model.backbone
+
+
+def _cam_parts(model: Explainable, x: torch.Tensor) -> tuple[Backbone, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The backbone to explain, its input, and ``pooled features -> logits`` of the whole model; an ensemble's
+    other members add their features as they are (no gradient flows through them)."""
+    if not is_ensemble(model.backbone):
+        return model.backbone, x, model.head
+    ensemble, (first, *others) = model.backbone.model, members(model.backbone)
+    with torch.no_grad():
+        rest = [m(ensemble.member_input(i, x)) for i, m in enumerate(others, start=1)]
+    return first, ensemble.member_input(0, x), lambda pooled: model.head(torch.cat([pooled, *rest], dim=1))
+
+
 def gradcam(model: Explainable, image: torch.Tensor, class_index: int | None = None, *,
             layer: int | str | None = None) -> tuple[np.ndarray, torch.Tensor, int, tuple[int, int]]:
     """Grad-CAM for one preprocessed image (3, H, W) at layer group ``layer`` (default: :func:`default_layer`).
@@ -159,14 +176,13 @@ def gradcam(model: Explainable, image: torch.Tensor, class_index: int | None = N
     its map's (rows, columns). Frozen parameters are fine: the gradient is taken with respect to
     the feature map, not the weights, and no parameter gradient is left behind.
     """
-    backbone = model.backbone
+    backbone, x, finish = _cam_parts(model, image.unsqueeze(0).to(model.device))
     if not backbone.sequential:
         raise ConfigError(f"Grad-CAM needs layer groups that run one at a time; those of {backbone.name} do not "
                           "(ViT-like models are not supported yet)")
     index = _layer_index(backbone, layer, image.shape[-1])
     was_training = model.training
     model.eval()
-    x = image.unsqueeze(0).to(model.device)
     try:
         with torch.no_grad():
             # stop at the group itself: forward_groups would pool after the last one
@@ -179,7 +195,7 @@ def gradcam(model: Explainable, image: torch.Tensor, class_index: int | None = N
             rest = feature_map
             for i in range(index + 1, backbone.num_groups):
                 rest = backbone.run_group(i, rest)
-            logits = model.head(backbone.pool(rest))
+            logits = finish(backbone.pool(rest))
             probs = torch.softmax(logits.float(), dim=1)[0]
             target = int(probs.argmax()) if class_index is None else class_index
             (grads,) = torch.autograd.grad(logits[0, target], feature_map)
@@ -216,7 +232,7 @@ def explain(model: Explainable, image: "str | os.PathLike | Image.Image", class_
     heatmap, probs, index, map_size = gradcam(model, tensor, wanted, layer=layer)
     target = int(probs.argmax()) if wanted is None else wanted
     return Explanation(source, model.classes[target], target, float(probs[target]), model.classes[int(probs.argmax())],
-                       heatmap, _as_shown(model.preprocessing, tensor), model.backbone.group_names[index], map_size,
+                       heatmap, _as_shown(model.preprocessing, tensor), cam_backbone(model).group_names[index], map_size,
                        pil.size, model.preprocessing.resize_size)
 
 
@@ -230,7 +246,7 @@ def _as_shown(pre: Preprocessing, tensor: torch.Tensor) -> np.ndarray:
 def _fixed_layer(model: Explainable, layer: int | str | None) -> int | str:
     """``layer``, with the default worked out once for many images (it costs a forward pass)."""
     if layer is None or layer == "auto":
-        return default_layer(model.backbone, model.preprocessing.input_size)
+        return default_layer(cam_backbone(model), model.preprocessing.input_size)
     return layer
 
 
@@ -248,7 +264,7 @@ def explainer(model: Explainable, class_name: str | None = None, *,
 
     >>> # write_report(result, "out", explain=explainer(model))
     """
-    if not model.backbone.sequential:
+    if not cam_backbone(model).sequential:
         return None
     layer = _fixed_layer(model, layer)
 

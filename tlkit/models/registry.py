@@ -4,6 +4,8 @@ Naming rule (documented in the README):
 
 * ``tv:NAME`` or ``torchvision:NAME``: a torchvision classification model, its ``DEFAULT`` weights.
 * ``timm:NAME`` (``NAME`` may carry a pretrained tag, ``timm:convnext_tiny.fb_in1k``): a timm model.
+* ``A+B`` (two or more names joined by ``+``): an ensemble whose features are the members' pooled
+  features side by side (``tlkit.models.ensemble``); its canonical name joins the members' canonical names.
 * a bare name is looked up in this order: tlkit's aliases (``efficientnet_lite0`` means
   ``timm:tf_efficientnet_lite0``, whose ImageNet weights ship in a Python package; likewise
   ``efficientnet_lite1`` and ``efficientnet_lite2``), then torchvision,
@@ -28,6 +30,10 @@ ALIASES: dict[str, str] = {
     "efficientnet_lite1": "timm:tf_efficientnet_lite1",
     "efficientnet_lite2": "timm:tf_efficientnet_lite2",
 }
+
+#: joins the members of an ensemble name; the spec's ``source`` of an ensemble
+ENSEMBLE_SEPARATOR = "+"
+ENSEMBLE_SOURCE = "ensemble"
 
 #: Shown by ``tlkit backbones`` when no filter is given: small, proven ImageNet backbones.
 POPULAR: tuple[str, ...] = (
@@ -101,6 +107,8 @@ def resolve(name: str) -> BackboneSpec:
     raw = name.strip()
     if not raw:
         raise BackboneError("backbone name is empty; try 'efficientnet_lite0' or see 'tlkit backbones'")
+    if ENSEMBLE_SEPARATOR in raw:
+        return ensemble_spec(raw.split(ENSEMBLE_SEPARATOR))
     lowered = raw.lower()
     if lowered in ALIASES:
         return resolve(ALIASES[lowered])
@@ -124,6 +132,33 @@ def resolve(name: str) -> BackboneSpec:
         return _timm_spec(raw)
     candidates = list(ALIASES) + list(torchvision_names()) + list(timm_names())
     raise BackboneError(_unknown_message(raw, candidates))
+
+
+def ensemble_spec(names: list[str]) -> BackboneSpec:
+    """The spec of an ensemble of ``names`` (two or more different backbones, best first).
+
+    >>> ensemble_spec(["efficientnet_lite0", "resnet18"]).name
+    'timm:tf_efficientnet_lite0+tv:resnet18'
+    """
+    parts = [n.strip() for n in names]
+    if len(parts) < 2 or not all(parts):
+        raise BackboneError(f"an ensemble is two or more backbone names joined by '+' (e.g. efficientnet_lite0+"
+                            f"efficientnet_lite1), got {ENSEMBLE_SEPARATOR.join(names)!r}")
+    members = [resolve(p) for p in parts]
+    canonical = [m.name for m in members]
+    twice = sorted({n for n in canonical if canonical.count(n) > 1})
+    if twice:
+        raise BackboneError(f"{', '.join(twice)} appears more than once in the ensemble "
+                            f"{ENSEMBLE_SEPARATOR.join(parts)!r}: name each backbone once")
+    name = ENSEMBLE_SEPARATOR.join(canonical)
+    return BackboneSpec(name, ENSEMBLE_SOURCE, name)
+
+
+def ensemble_members(spec: BackboneSpec) -> list[BackboneSpec]:
+    """The member specs of an ensemble spec, in order (a plain backbone: itself alone)."""
+    if spec.source != ENSEMBLE_SOURCE:
+        return [spec]
+    return [resolve(n) for n in spec.arch.split(ENSEMBLE_SEPARATOR)]
 
 
 def _unknown_message(raw: str, candidates: list[str]) -> str:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from tlkit.errors import ConfigError, WeightsError
+from tlkit.models.backbone import Backbone
 from tlkit.models.pretrained import OFFLINE_ENV, PACKAGED, availability, offline_requested
-from tlkit.models.registry import ALIASES, POPULAR, BackboneSpec, resolve
+from tlkit.models.registry import ALIASES, ENSEMBLE_SEPARATOR, POPULAR, BackboneSpec, resolve
 
 #: availability values that need no network
 HERE = ("packaged", "cached")
@@ -55,6 +58,10 @@ def parse_names(backbones: str | list[str] | tuple[str, ...] | None) -> list[str
         return None
     parts = backbones.split(",") if isinstance(backbones, str) else list(backbones)
     names = [p.strip() for p in parts if isinstance(p, str) and p.strip()]
+    joined = [n for n in names if ENSEMBLE_SEPARATOR in n]
+    if joined:
+        raise ConfigError(f"--backbones takes single backbones, got the ensemble {joined[0]!r}: the sweep scores "
+                          "the top backbones' features together itself (--ensemble N); name the members separately")
     if not names:
         raise ConfigError(f"--backbones names no backbone ({backbones!r}); give names separated by commas, "
                           "e.g. --backbones efficientnet_lite0,resnet18 (see 'tlkit backbones')")
@@ -98,3 +105,12 @@ def check_weights(candidates: list[Candidate], *, offline: bool | None) -> None:
             raise WeightsError(f"backbone {c.name} has no weights here and offline mode is on (--offline or "
                                f"{OFFLINE_ENV}=1): run 'tlkit sweep DATA --backbones {c.name}' once with a network "
                                "to cache them, or leave it out of --backbones; weights here: " + here)
+
+
+def build_backbone(candidate: Candidate, *, pretrained: bool, offline: bool | None, seed: int) -> Backbone:
+    """The candidate's backbone; random weights (``pretrained=False``) are seeded, so the cache hits next time."""
+    from tlkit.models.builder import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(candidate.spec, pretrained=pretrained, offline=offline)

@@ -78,6 +78,8 @@ class SweepResult:
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: :class:`tlkit.selection.ensembles.EnsembleScore` per ensemble of the top backbones scored
+    ensembles: list[Any] = field(default_factory=list)
 
     @property
     def best(self) -> BackboneScore:
@@ -92,6 +94,7 @@ class SweepResult:
             "recommendation_reason": self.recommendation.reason,
             "root": self.root, "classes": list(self.classes), "counts": dict(self.counts), "folds": self.folds,
             "settings": dict(self.settings), "timings": dict(self.timings), "warnings": list(self.warnings),
+            "ensembles": [e.to_dict() for e in self.ensembles],
         }
 
 

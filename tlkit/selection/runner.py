@@ -22,7 +22,8 @@ from tlkit.diagnosis.examine import resolve_device
 from tlkit.errors import ConfigError
 from tlkit.models.backbone import Backbone
 from tlkit.models.heads import HeadSpec, make_head
-from tlkit.selection.candidates import Candidate, choose
+from tlkit.selection.candidates import Candidate, build_backbone, choose
+from tlkit.selection.ensembles import EnsembleScore, recommend_ensemble, score_ensembles
 from tlkit.selection.result import BackboneScore, SweepResult, rank, recommend
 from tlkit.selection.scoring import LEVEL, FoldPlan, paired_difference, plan, probe_scores
 from tlkit.selection.timing import LATENCY_REPEATS, ThroughputLog, predict_latency_ms, sample_throughput
@@ -73,14 +74,6 @@ def probe_set(manifest: Manifest, folds: int) -> tuple[list[str], np.ndarray, di
                           f"has {smallest}: use --folds {smallest} or fewer, or add images of {name!r}")
     paths = [os.path.join(manifest.root, *rel.split("/")) for rel, _ in samples]
     return paths, np.array([label for _, label in samples], dtype=np.int64), counts
-
-
-def build_backbone(candidate: Candidate, *, pretrained: bool, offline: bool | None, seed: int) -> Backbone:
-    from tlkit.models.builder import build
-
-    with torch.random.fork_rng(devices=[]):  # random weights (pretrained=False) are seeded: the cache hits next time
-        torch.manual_seed(seed)
-        return build(candidate.spec, pretrained=pretrained, offline=offline)
 
 
 def backbone_params(net: Backbone) -> int:
@@ -137,14 +130,16 @@ def sweep(data: str | os.PathLike, *, backbones: str | list[str] | None = None, 
           cache_dir: str | os.PathLike | None = None, offline: bool | None = None, device: str = "cpu",
           image_size: int | None = None, reporter: Reporter | None = None, pretrained: bool = True,
           val_fraction: float = 0.15, test_fraction: float = 0.15, batch_size: int = 64,
-          workers: int = 0) -> SweepResult:
+          workers: int = 0, ensemble: int = 2) -> SweepResult:
     """Compare backbones on the data in ``data``: linear probes on cached features, k-fold, with intervals.
 
     ``backbones``: names (a list, or one string separated by commas); default every backbone whose
     weights are here (packaged or cached). Each backbone's features are extracted once (cached in
     ``cache_dir``, default ``~/.cache/tlkit/features``); a ``folds``-fold stratified linear probe is
     scored on train+val of the split ``tlkit finetune`` makes for ``seed``. ``pretrained=False``
-    uses random weights (tests only).
+    uses random weights (tests only). ``ensemble``: also score the top 2 .. ``ensemble`` backbones'
+    features together (:mod:`tlkit.selection.ensembles`; 0 or 1: none), recommended only when paired-better
+    than the best single backbone.
 
     >>> result = sweep("data/leaves", backbones="efficientnet_lite0,resnet18")   # doctest: +SKIP
     >>> [(r.backbone, round(r.accuracy, 3), r.ci) for r in result.results]       # doctest: +SKIP
@@ -156,6 +151,8 @@ def sweep(data: str | os.PathLike, *, backbones: str | list[str] | None = None, 
     (a missing folder, an unreadable image).
     """
     check_options(folds, image_size, val_fraction, test_fraction)
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 0:
+        raise ConfigError(f"--ensemble must be a whole number (the top 2..N backbones together; 0: none), got {ensemble!r}")
     reporter = reporter or SilentReporter()
     dev = resolve_device(device)
     start = time.perf_counter()
@@ -180,7 +177,11 @@ def sweep(data: str | os.PathLike, *, backbones: str | list[str] | None = None, 
         hits[candidate.spec.name] = correct
         warnings += messages
     ranked = compare_to_best(scores, hits)
-    recommendation = recommend(ranked, str(data), image_size=image_size, seed=seed)
+    ensembles: list[EnsembleScore] = score_ensembles(ranked, hits[ranked[0].canonical], ensemble, paths, labels,
+                                                     len(manifest.classes), folds_used, store=store, options=options,
+                                                     reporter=reporter)
+    recommendation = recommend_ensemble(recommend(ranked, str(data), image_size=image_size, seed=seed), ensembles,
+                                        ranked[0], str(data), image_size=image_size, seed=seed)
     described = {"seed": seed, "image_size": image_size, "device": str(dev), "pretrained": pretrained,
                  "val_fraction": val_fraction, "test_fraction": test_fraction, "splits": list(SWEEP_SPLITS),
                  "images": len(paths), "probe": "logistic regression on <=128 principal components (tlkit doctor's)",
@@ -188,5 +189,5 @@ def sweep(data: str | os.PathLike, *, backbones: str | list[str] | None = None, 
                  "difference_interval": f"newcombe paired {LEVEL:.0%} on the same out-of-fold images",
                  "latency": f"median of {LATENCY_REPEATS} batch-1 forwards of backbone + linear head"}
     return SweepResult(root=manifest.root, classes=list(manifest.classes), counts=counts, folds=folds_used.folds,
-                       results=ranked, recommendation=recommendation, settings=described,
+                       results=ranked, recommendation=recommendation, settings=described, ensembles=ensembles,
                        timings={"total_seconds": round(time.perf_counter() - start, 2)}, warnings=warnings)

@@ -46,13 +46,14 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from tlkit._io import clean_stale_temp_files
 from tlkit.errors import DataError
 from tlkit.models.backbone import Backbone
+from tlkit.models.ensemble import is_ensemble, member_preprocessing, members
 from tlkit.train.feature_entries import FORMAT_VERSION, Entry, EntryLockError, dropped_message, printable
 from tlkit.train.feature_extract import Progress, backbone_fingerprint, compute_features, view_seed
 from tlkit.transforms import Preprocessing
@@ -165,8 +166,24 @@ class FeatureStore:
         stop_group = backbone.num_groups if stop_group is None else stop_group
         if not paths:
             return torch.empty(0), ExtractStats()
+        if is_ensemble(backbone) and stop_group == backbone.num_groups:  # each member's own entry, side by side
+            return self._get_members(backbone, preprocessing, paths, augment=augment, view=view, seed=seed,
+                                     batch_size=batch_size, workers=workers, device=device, progress=progress, dist=dist)
         return self._get_sharded(dist if dist is not None else SINGLE, backbone, preprocessing, paths, stop_group,
                                  augment, view, seed, batch_size, workers, torch.device(device), progress)
+
+    def _get_members(self, backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str], **options: Any
+                     ) -> tuple[torch.Tensor, ExtractStats]:
+        """An ensemble's pooled features: each member's (its own cache entry at the ensemble's crop, shared
+        with runs and sweeps of that backbone alone), concatenated in member order; the stats sum the members'."""
+        parts, total = [], ExtractStats(requested=len(paths))
+        for i, member in enumerate(members(backbone)):
+            features, stats = self.get(member, member_preprocessing(backbone, i, preprocessing), paths, **options)
+            parts.append(features.reshape(len(paths), -1))
+            total.computed = max(total.computed, stats.computed)
+            total.seconds += stats.seconds
+            total.messages += stats.messages
+        return torch.cat(parts, dim=1), total
 
     def _get_sharded(self, dist: Distributed, backbone: Backbone, preprocessing: Preprocessing, paths: Sequence[str],
                      stop_group: int, augment: str, view: int, seed: int, batch_size: int, workers: int,

@@ -22,6 +22,7 @@ from tlkit.data import Manifest, check, scan
 from tlkit.data.relabel import apply_relabel
 from tlkit.errors import ConfigError, DataError
 from tlkit.models.backbone import Backbone
+from tlkit.models.ensemble import check_trainable
 from tlkit.train.activations import first_trainable_group
 
 __all__ = ["default_out", "check_run_dir", "prepare_run_dir", "resume_hint", "check_resume", "check_stages_fit", "scan_data",
@@ -74,6 +75,9 @@ def check_resume(cfg: RunConfig) -> None:
 
 def check_stages_fit(cfg: RunConfig, backbone: Backbone, device: torch.device) -> None:
     """Recipe choices that depend on the backbone, refused before any file is written."""
+    stages = [stage.for_device(device.type) for stage in cfg.recipe.stages]
+    check_trainable(backbone, [(i + 1, s.kind, first_trainable_group(backbone, s) < backbone.num_groups)
+                               for i, s in enumerate(stages)])
     for i, stage in enumerate(cfg.recipe.stages):
         stage = stage.for_device(device.type)
         if stage.class_weighting == "sampler" and first_trainable_group(backbone, stage) == 0:
