@@ -3,6 +3,11 @@
     uv run python bench/sweep.py                                    # 100/class train + 20/class val, own input sizes
     uv run python bench/sweep.py --train-per-class 20 --val-per-class 5 --test-per-class 5 --image-size 64
     uv run python bench/sweep.py --results bench/REALDATA.md        # also append the section there
+    uv run python bench/sweep.py --dataset digits --image-size 96   # scikit-learn's digits, split as finetune splits
+    uv run python bench/sweep.py --cache bench/_work/cache-X        # reuse a cache (the "cold" call is then warm)
+
+Ensembles of the top 2..``--ensemble`` backbones are scored too (``tlkit sweep --ensemble``), and each
+is scored on test like a backbone, with its paired test difference to the best single backbone.
 
 Fashion-MNIST comes from the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
 exported to ``train/val/test`` class folders by ``bench/realdata.py``'s ``export_fashion``. The sweep
@@ -40,7 +45,9 @@ def markdown(args: argparse.Namespace, result: object, cold: float, warm: float,
     import torch
 
     size = f"{args.image_size} px" if args.image_size else "each backbone's own input size"
-    lines = [f"\n## Backbone sweep: Fashion-MNIST ({args.train_per_class}/class train + {args.val_per_class}/class val), "
+    what = ("digits (scikit-learn, 1,797 images, split as tlkit finetune splits)" if args.dataset == "digits" else
+            f"Fashion-MNIST ({args.train_per_class}/class train + {args.val_per_class}/class val)")
+    lines = [f"\n## Backbone sweep: {what}, "
              f"{size}, {result.folds}-fold linear probes, CPU",
              f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; command: "
@@ -56,11 +63,16 @@ def markdown(args: argparse.Namespace, result: object, cold: float, warm: float,
         lines.append(f"| {r.rank} | {r.backbone} | {r.accuracy:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}] | "
                      f"{r.balanced_accuracy:.3f} | {versus} | {r.params / 1e6:.2f}M | {r.feature_dim} | {r.input_size} | "
                      f"{rate} | {r.latency_ms:.1f} |")
+    for e in result.ensembles:
+        lines.append(f"| + | {e.backbone} | {e.accuracy:.3f} [{e.ci[0]:.3f}, {e.ci[1]:.3f}] | {e.balanced_accuracy:.3f} | "
+                     f"{e.diff_vs_best:+.3f} [{e.diff_ci[0]:+.3f}, {e.diff_ci[1]:+.3f}] ({'kept' if e.kept else 'not kept'}) "
+                     f"| | {e.feature_dim} | {e.input_size} | ({e.features_computed} rows computed) | {e.latency_ms:.1f} |")
     lines.append(f"\nRecommendation: `{result.recommendation.command}` ({result.recommendation.reason}).")
     return lines
 
 
-def test_accuracies(data: Path, result: object, image_size: int | None, cache: Path) -> dict[str, tuple[float, tuple]]:
+def test_accuracies(data: Path, result: object, image_size: int | None, cache: Path
+                    ) -> dict[str, tuple[float, tuple, object]]:
     """Each backbone's test accuracy (95% Wilson): the sweep's probe (standardised features, the leading
     principal components of train+val, L2 logistic regression) fitted on all of train+val, scored on the
     test folder, which the sweep never read. Tells whether the cross-validated ranking picks the test winner."""
@@ -78,7 +90,7 @@ def test_accuracies(data: Path, result: object, image_size: int | None, cache: P
     y_fit = np.array(manifest.labels("train") + manifest.labels("val"))
     y_test = np.array(manifest.labels("test"))
     scores = {}
-    for row in result.results:
+    for row in [*result.results, *result.ensembles]:
         net = build(row.backbone, offline=True)
         pre = net.preprocessing.with_size(image_size)
         feats = {name: FeatureStore(cache).get(net, pre, paths)[0].float()
@@ -90,8 +102,9 @@ def test_accuracies(data: Path, result: object, image_size: int | None, cache: P
         z_fit, z_test = x_fit @ top, x_test @ top
         scale = z_fit.std(0, unbiased=False).pow(2).mean().sqrt().clamp_min(1e-6)
         probs = fit_predict((z_fit / scale).numpy(), y_fit, (z_test / scale).numpy(), len(manifest.classes), 0)
-        right = int((probs.argmax(1) == y_test).sum())
-        scores[row.backbone] = (right / len(y_test), wilson_interval(right, len(y_test)))
+        hits = probs.argmax(1) == y_test
+        right = int(hits.sum())
+        scores[row.backbone] = (right / len(y_test), wilson_interval(right, len(y_test)), hits)
     return scores
 
 
@@ -104,6 +117,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--backbones", default=None, help="names separated by commas (default: the packaged ones)")
     parser.add_argument("--work", default="bench/_work")
+    parser.add_argument("--dataset", choices=("fashion", "digits"), default="fashion")
+    parser.add_argument("--ensemble", type=int, default=3, help="ensembles of the top 2..N backbones (0: none)")
+    parser.add_argument("--cache", default=None, help="feature cache to use (default: a new, empty one)")
     parser.add_argument("--out", default=None, help="sweep files folder (default WORK/sweep-out)")
     parser.add_argument("--results", default=None, help="append the markdown section to this file")
     args = parser.parse_args()
@@ -116,16 +132,21 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = export_fashion(work / f"fashion-{args.train_per_class}-{args.val_per_class}-{args.test_per_class}",
-                          args.train_per_class, args.val_per_class, args.test_per_class)
+    if args.dataset == "digits":
+        data = tlkit.export_digits(work / "digits")
+    else:
+        data = export_fashion(work / f"fashion-{args.train_per_class}-{args.val_per_class}-{args.test_per_class}",
+                              args.train_per_class, args.val_per_class, args.test_per_class)
     backbones = args.backbones or ",".join(packaged_backbones())
-    cache = Path(tempfile.mkdtemp(prefix="sweep-cache-", dir=work))  # empty: the cold sweep extracts everything
+    # empty unless --cache: the cold sweep extracts everything
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="sweep-cache-", dir=work))
     load = os.getloadavg()[0]
     calls = []
     for _ in range(2):
         start = time.perf_counter()
         result = tlkit.sweep(data, backbones=backbones, folds=args.folds, image_size=args.image_size, cache_dir=cache,
-                             offline=True, device="cpu", reporter=RichReporter(Console(stderr=True)))
+                             offline=True, device="cpu", reporter=RichReporter(Console(stderr=True)),
+                             ensemble=args.ensemble)
         calls.append((time.perf_counter() - start, sum(r.features_computed for r in result.results), result))
     cold_result = calls[0][2]
     write_sweep_report(cold_result, args.out or work / "sweep-out")
@@ -135,11 +156,25 @@ def main() -> None:
               f"{len(tlkit.scan(data).paths('test'))} test images the sweep never read):\n",
               "| sweep rank | backbone | CV accuracy | test accuracy [95% Wilson] |", "| --- | --- | --- | --- |"]
     for r in cold_result.results:
-        acc, (lo, hi) = tests[r.backbone]
+        acc, (lo, hi), _ = tests[r.backbone]
         lines.append(f"| {r.rank} | {r.backbone} | {r.accuracy:.3f} | {acc:.3f} [{lo:.3f}, {hi:.3f}] |")
-    winner = max(tests, key=lambda name: tests[name][0])
+    singles = [r.backbone for r in cold_result.results]
+    winner = max(singles, key=lambda name: tests[name][0])
     lines.append(f"\nTest winner: {winner}; the sweep ranked it #"
                  f"{next(r.rank for r in cold_result.results if r.backbone == winner)}.")
+    if cold_result.ensembles:
+        from tlkit.selection.scoring import paired_difference
+
+        best = cold_result.results[0].backbone
+        lines += ["\nEnsembles on test (the same probe on the members' features side by side), against the "
+                  f"sweep's best single backbone ({best}) on the same test images:\n",
+                  "| ensemble | CV vs best [95% paired] | kept | test accuracy [95% Wilson] | test vs best [95% paired] |",
+                  "| --- | --- | --- | --- | --- |"]
+        for e in cold_result.ensembles:
+            acc, (lo, hi), hits = tests[e.backbone]
+            diff, (dlo, dhi) = paired_difference(hits, tests[best][2])
+            lines.append(f"| {e.backbone} | {e.diff_vs_best:+.3f} [{e.diff_ci[0]:+.3f}, {e.diff_ci[1]:+.3f}] | "
+                         f"{'yes' if e.kept else 'no'} | {acc:.3f} [{lo:.3f}, {hi:.3f}] | {diff:+.3f} [{dlo:+.3f}, {dhi:+.3f}] |")
     if args.results:
         with open(args.results, "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

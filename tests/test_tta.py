@@ -62,7 +62,7 @@ def kept_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory, one_torc
 def test_kept_tta_is_recorded_and_applied_to_the_test_evaluation(kept_run: tlkit.FinetuneResult) -> None:
     meta = json.loads((kept_run.run_dir / "model.json").read_text())
     assert meta["tta"]["used"] and meta["tta"]["views"] == ["flip"] and "val_accuracy_tta" in meta["tta"]
-    assert "used (image + horizontal flip" in (kept_run.run_dir / "report.html").read_text()
+    assert "used (image + flip, probabilities averaged)" in (kept_run.run_dir / "report.html").read_text()
     model = tlkit.load(kept_run.run_dir)
     assert model.tta["used"]
     # the run's test figures (cached flip views) are what predict gives on the images (image + its flip)
@@ -92,3 +92,35 @@ def test_not_kept_and_not_asked_are_recorded(tiny_data: Path, tmp_path: Path) ->
     assert json.loads((plain.run_dir / "model.json").read_text())["tta"] == {
         "used": False, "reason": "not asked for (tlkit finetune --tta)"}
     assert np.array_equal(plain.evaluation.probs, result.evaluation.probs)  # not kept: the plain answers
+
+
+def test_a_corner_crop_zooms_into_its_corner() -> None:
+    from tlkit.transforms import CROP_VIEWS, test_view
+
+    image = torch.zeros(3, 10, 10)
+    image[:, :2, :2] = 1.0  # a bright top-left corner
+    tl, br = test_view(image, "crop-tl"), test_view(image, "crop-br")
+    assert tl.shape == image.shape and tl[:, :2, :2].mean() > 0.9 and br.sum() == 0
+    assert torch.equal(test_view(image.unsqueeze(0), "crop-tl")[0], tl)  # a batch gives each image's view
+    assert len(tta_views(image.unsqueeze(0), {"used": True, "views": ["flip", *CROP_VIEWS]})) == 6
+    with pytest.raises(tlkit.ConfigError, match="unknown test-time view"):
+        test_view(image, "rotate")
+
+
+def test_kept_corner_crops_are_what_predict_computes(tiny_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the set with the crops is kept: model.json lists them, and predict (views computed on the
+    preprocessed batch) gives the run's test figures (views cached from the files)."""
+    real = train_tta.tta_decision
+
+    def crops_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        record = real(*args, **kwargs)
+        return {**record, "used": len(record["views"]) > 1}
+
+    monkeypatch.setattr(train_tta, "tta_decision", crops_only)
+    run = tlkit.finetune(tiny_data, tta=True, **_kwargs(tmp_path, "crops"))
+    meta = json.loads((run.run_dir / "model.json").read_text())["tta"]
+    assert meta["used"] and meta["views"] == ["flip", "crop-tl", "crop-tr", "crop-bl", "crop-br"]
+    assert [c["views"] for c in meta["candidates"]] == [["flip"], meta["views"]] and meta["level"] == 0.975
+    predicted = tlkit.load(run.run_dir).predict(run.manifest.paths("test"))
+    assert np.abs(predicted.probs - run.evaluation.probs).max() < 1e-4

@@ -111,17 +111,54 @@ def predecode_transform(resize_size: int, interpolation: str = "bilinear") -> T.
     return T.Compose([T.Resize(resize_size, interpolation=_interp(interpolation), antialias=True), T.PILToTensor()])
 
 
+#: test-time crops (tlkit.models.tta): a corner square of this side (a fraction of the input's), resized back
+CROP_ZOOM = 0.8
+#: the corner crops' view names: top-left, top-right, bottom-left, bottom-right
+CROP_VIEWS = ("crop-tl", "crop-tr", "crop-bl", "crop-br")
+
+
+def test_view(images: torch.Tensor, view: str) -> torch.Tensor:
+    """One test-time view of preprocessed images ((3, H, W) or (N, 3, H, W)): ``flip`` (mirrored) or a
+    corner crop of :data:`CROP_VIEWS` (a :data:`CROP_ZOOM` square at that corner, resized back to H x W,
+    bilinear): the zoom-ins the training crops (random resized crops) taught the model."""
+    if view == "flip":
+        return torch.flip(images, dims=[-1])
+    if view not in CROP_VIEWS:
+        raise ConfigError(f"unknown test-time view {view!r}; the views are flip and {', '.join(CROP_VIEWS)}")
+    batch = images if images.ndim == 4 else images.unsqueeze(0)
+    h, w = batch.shape[-2:]
+    ch, cw = max(1, round(h * CROP_ZOOM)), max(1, round(w * CROP_ZOOM))
+    top = 0 if view[-2] == "t" else h - ch
+    left = 0 if view[-1] == "l" else w - cw
+    crop = batch[..., top:top + ch, left:left + cw]
+    out = torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+    return out if images.ndim == 4 else out[0]
+
+
+class ViewStep:
+    """``test_view`` as a transform step (picklable, for DataLoader workers)."""
+
+    def __init__(self, view: str) -> None:
+        self.view = view
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return test_view(image, self.view)
+
+
 def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
     """Train-time augmentation presets.
 
     ``none``: the eval transform. ``light``: random resized crop (scale 0.35-1) and horizontal flip.
     ``strong``: light plus TrivialAugmentWide (colour, geometry) and random erasing. ``flip`` (not a
-    training preset: the test-time view of :mod:`tlkit.models.tta`): the eval transform, mirrored.
+    training preset: the test-time view of :mod:`tlkit.models.tta`): the eval transform, mirrored;
+    likewise ``crop-tl`` .. ``crop-br`` (:data:`CROP_VIEWS`, :func:`test_view`).
     """
     if augment == "none":
         return eval_transform(pre)
     if augment == "flip":  # the test-time view (tlkit.models.tta): the eval crop, mirrored
         return T.Compose([*eval_transform(pre).transforms, T.RandomHorizontalFlip(p=1.0)])
+    if augment in CROP_VIEWS:  # test-time corner crops, from the eval crop as the model computes them
+        return T.Compose([*eval_transform(pre).transforms, ViewStep(augment)])
     interp = _interp(pre.interpolation)
     crop = [T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
             T.RandomHorizontalFlip()]

@@ -137,7 +137,7 @@ def finetune(
     target_precision: Annotated[Optional[float], typer.Option(help="... or for this precision.")] = None,
     positive_class: Annotated[Optional[str], typer.Option(help="Two classes: the positive class (default: see the README).")] = None,
     folds: Annotated[Optional[int], typer.Option(help="K-fold cross-validation of train+val first (cached recipes): crossval.json.")] = None,
-    tta: Annotated[bool, typer.Option(help="Flip test-time augmentation, kept only when validation shows a gain.")] = False,
+    tta: Annotated[bool, typer.Option(help="Test-time views (flip, or flip + 4 corner crops), kept only when validation shows a gain.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (opt-in; pays off on long GPU runs).")] = False,

@@ -195,7 +195,7 @@ class RunConfig:
     #: keep checkpoints/last.pt when the run is done (to resume or extend it); false: delete it at the end
     keep_checkpoint: bool = True
     folds: Union[int, None] = None  # K-fold cross-validation of cached recipes (tlkit.train.crossval)
-    tta: bool = False  # flip test-time augmentation, kept only when validation shows a gain (tlkit.train.tta)
+    tta: bool = False  # test-time views (flip; flip + corner crops), kept only when validation shows a gain (tlkit.train.tta)
 
     def validate(self) -> "RunConfig":
         self.data.validate()

@@ -1,6 +1,8 @@
 """Test-time augmentation: which views of a batch a model averages, and how their answers combine.
 
-The one view kept today is the horizontal flip. A model's ``tta`` record (in ``model.json``) says
+The views are the horizontal flip and four corner crops (zoom-ins, :func:`tlkit.transforms.test_view`);
+a model uses the image plus the views its record lists (``views``; ``["flip"]`` when a record has
+none, as records written before crops existed). A model's ``tta`` record (in ``model.json``) says
 whether it is used (``used``) and why (the validation comparison of :mod:`tlkit.train.tta`); a
 model saved without one answers from the image alone, as before. Combining averages the
 *calibrated probabilities* of the views, and hands back logits they come from exactly:
@@ -14,19 +16,23 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["TTA_VIEWS", "NOT_USED", "tta_views", "combine_views"]
+from tlkit.transforms import CROP_VIEWS, test_view
+
+__all__ = ["TTA_VIEWS", "VIEW_SETS", "NOT_USED", "tta_views", "combine_views"]
 
 #: the test-time views tlkit knows, besides the image itself
-TTA_VIEWS = ("flip",)
+TTA_VIEWS = ("flip", *CROP_VIEWS)
+#: the sets of views a run compares (tlkit.train.tta), fewest first
+VIEW_SETS = (("flip",), ("flip", *CROP_VIEWS))
 #: the record of a model that does not use test-time augmentation
 NOT_USED = {"used": False, "reason": "not asked for (tlkit finetune --tta)"}
 
 
 def tta_views(images: torch.Tensor, tta: dict | None) -> list[torch.Tensor]:
-    """The batch (N, 3, H, W) and, when ``tta`` says it is used, its horizontal flip."""
+    """The batch (N, 3, H, W) and, when ``tta`` says it is used, the views it lists (default: the flip)."""
     if not tta or not tta.get("used"):
         return [images]
-    return [images, torch.flip(images, dims=[-1])]
+    return [images, *(test_view(images, view) for view in tta.get("views") or ["flip"])]
 
 
 def combine_views(view_logits: Sequence[torch.Tensor], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
