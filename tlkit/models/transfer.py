@@ -229,6 +229,8 @@ class TransferModel(nn.Module):
         """Logits, calibrated probabilities and OOD scores (NaN without a detector) of a batch, on the CPU."""
         self.eval()
         x = batch.to(self.device)
+        if x.ndim == 4:  # as features are extracted (tlkit.train.feature_extract): oneDNN / cuDNN run it faster
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.backbone(x)
         plain = self.head(features).float()  # the image alone: what the OOD score was fitted on
         logits, probs = self.view_logits_and_probs(x) if self.tta.get("used") else (plain, self.probabilities(plain))
