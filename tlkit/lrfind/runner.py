@@ -26,8 +26,8 @@ from tlkit.models.backbone import Backbone
 from tlkit.models.builder import build as build_backbone
 from tlkit.models.heads import HeadSpec, make_head
 from tlkit.train.activations import ActivationCache, base_group
+from tlkit.train.devices import default_workers, resolve_device
 from tlkit.train.feature_store import FeatureStore
-from tlkit.train.pipeline import default_workers, resolve_device
 from tlkit.train.prepare import scan_data
 
 __all__ = ["lr_find", "probe_stage", "recipes_with_probe"]
