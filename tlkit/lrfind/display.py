@@ -48,10 +48,11 @@ class LRFindDisplay(AxesDisplay):
             ax.plot([self.lrs[at]], [self.smoothed[at]], "o", color="tab:orange", ms=7)
         ax.axvline(self.recipe_lr, color="tab:red", ls="--", lw=1.5, label=f"recipe's rate {short(self.recipe_lr)}")
         ax.set_xscale("log")
-        if self.smoothed:  # the smoothed curve sets the scale: a raw loss of the blow-up would squash it
-            low, high = min(self.smoothed), max(self.smoothed)
-            pad = 0.08 * (high - low) or 0.1 * abs(high) or 0.1
-            ax.set_ylim(low - pad, high + pad)
+        if self.smoothed:  # the fall sets the scale; the blow-up runs off the top (it would squash the fall)
+            lowest = min(range(len(self.smoothed)), key=self.smoothed.__getitem__)
+            low, high = self.smoothed[lowest], max(self.smoothed[:lowest + 1])
+            pad = (high - low) or 0.1 * abs(high) or 0.1
+            ax.set_ylim(low - 0.1 * pad, high + 0.3 * pad)
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("training loss")
         ax.set_title(self.title, fontsize=10)
