@@ -45,6 +45,8 @@ _PUBLIC = {
     "DoctorResult": "tlkit.diagnosis:DoctorResult",
     "apply_relabel": "tlkit.diagnosis:apply_relabel",
     "sweep": "tlkit.selection:sweep",
+    "lr_find": "tlkit.lrfind.runner:lr_find",
+    "LRFindResult": "tlkit.lrfind.result:LRFindResult",
     "embed": "tlkit.deploy.embed:embed",
     "Embeddings": "tlkit.deploy.embed:Embeddings",
     "load_embeddings": "tlkit.deploy.embed:load_embeddings",

@@ -5,7 +5,8 @@ to resume. This module holds the typer ``app`` and registers the commands in the
 lists them; they live in :mod:`tlkit.cli.train_commands` (check, recipes, finetune, demo),
 :mod:`tlkit.cli.model_commands` (backbones, summary), :mod:`tlkit.cli.run_commands` (evaluate,
 predict, explain, compare), :mod:`tlkit.cli.deploy_commands` (export, embed) and
-:mod:`tlkit.cli.doctor_commands` (doctor), and write through :mod:`tlkit.cli.output`.
+:mod:`tlkit.cli.doctor_commands` (doctor), :mod:`tlkit.cli.sweep_commands` (sweep) and
+:mod:`tlkit.cli.lrfind_commands` (lr-find), and write through :mod:`tlkit.cli.output`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from tlkit.cli.deploy_commands import embed, export
 from tlkit.cli.doctor_commands import doctor_command
+from tlkit.cli.lrfind_commands import lr_find_command
 from tlkit.cli.model_commands import backbones, summary
 from tlkit.cli.output import PIPE_WIDTH, err, friendly, out
 from tlkit.cli.run_commands import compare, evaluate, explain, predict
@@ -60,6 +62,7 @@ app.command()(embed)
 app.command()(demo)
 app.command("doctor")(friendly(doctor_command))
 app.command("sweep")(friendly(sweep_command))
+app.command("lr-find")(friendly(lr_find_command))
 
 
 #: width of the help text when stdout is not a terminal (a pipe, a file, a CI log): rich's default of 80

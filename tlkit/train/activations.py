@@ -60,6 +60,7 @@ class ActivationCache:
         self.base, self.seed, self.workers, self.device = base, seed, workers, device
         self.reporter, self.timings, self.dist = reporter, timings, dist
         self.batch_size = 64  # extraction batch: the running stage's batch size
+        self.computed = 0  # rows the store computed (not served from disk) in this cache's calls
         self._rows: dict[tuple[str, int], torch.Tensor] = {}
         self._fingerprint: str | None = None
 
@@ -78,6 +79,7 @@ class ActivationCache:
                 seed=self.seed, batch_size=self.batch_size, workers=self.workers, device=self.device,
                 progress=tick, dist=self.dist)
             self.timings["extract_seconds"] += time.perf_counter() - t0
+            self.computed += stats.computed
             for text in stats.messages:
                 self.reporter.message(text)
             if self._fingerprint is None:

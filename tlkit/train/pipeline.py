@@ -26,7 +26,7 @@ from tlkit._seeding import seed_everything
 from tlkit.config import RunConfig, make_config, resume_config, save_yaml
 from tlkit.console import Reporter, SilentReporter, default_reporter
 from tlkit.data import Manifest
-from tlkit.errors import ConfigError, ResourceError
+from tlkit.errors import ResourceError
 from tlkit.models.backbone import Backbone, compile_backend
 from tlkit.models.builder import build as build_backbone
 from tlkit.models.heads import HeadSpec
@@ -38,6 +38,7 @@ from tlkit.train.context import RunContext
 from tlkit.train.crossval import cross_validate
 from tlkit.train.data_doctor import doctor_run_data, load_findings, save_findings
 from tlkit.train.decision import check_decision, decide
+from tlkit.train.devices import default_workers, resolve_device
 from tlkit.train.feature_store import FeatureStore
 from tlkit.train.folds import check_folds
 from tlkit.train.image_feed import ImageFeed
@@ -110,34 +111,6 @@ def config_for(data: str | os.PathLike, backbone: str | None, recipe: Any, overr
     out = overrides.get("out") or default_out(data)
     return resume_config(rundir.resumable(out).config, {**overrides, "path": str(data), "backbone": backbone,
                                                         "recipe": recipe})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for but CUDA is not available here; use --device cpu")
-    if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
-        raise ConfigError(f"device '{name}' asked for but this machine has {torch.cuda.device_count()} GPU(s); "
-                          "use --device cuda (the first) or cuda:N with a smaller N")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' asked for but Apple's Metal (MPS) is not available here (it exists on "
-                          "Apple-silicon Macs only); use --device cpu or auto")
-    return torch.device(name)
-
-
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers when the user gives none.
-
-    On a GPU decoding is the bottleneck: up to 8 workers. On a CPU the forward pass is, and it
-    already uses every core (torch's threads): decoding is ~7% of extraction time, so a worker
-    only takes a core away from the model (bench/RESULTS.md, 2 cores: 0.98x the tight loop with
-    no worker, 0.64x with one). Workers start only where spare cores make them free.
-    """
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return min(8, max(0, cores - 1))
-    return 0 if cores <= 4 else min(4, cores // 4)
 
 
 def run(cfg: RunConfig, *, reporter: Reporter | None = None,
