@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from tlkit.console import Reporter
-from tlkit.models.heads import HeadSpec, make_head
 from tlkit.models.registry import ENSEMBLE_SEPARATOR, ensemble_spec
 from tlkit.selection.candidates import Candidate, build_backbone
 from tlkit.selection.result import BackboneScore, Recommendation, finetune_command
 from tlkit.selection.scoring import FoldPlan, paired_difference, probe_scores
-from tlkit.selection.timing import predict_latency_ms
 from tlkit.train.feature_store import FeatureStore
 
 #: the recipe an ensemble trains with (it trains heads on cached features only)
@@ -45,7 +42,7 @@ class EnsembleScore:
     kept: bool  # diff_ci lies above 0: recommended
     feature_dim: int
     input_size: int
-    latency_ms: float
+    latency_ms: float  # estimated: :func:`member_latency`
     features_computed: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,7 +51,15 @@ class EnsembleScore:
                 "balanced_accuracy": self.balanced_accuracy, "diff_vs_best": self.diff_vs_best,
                 "diff_ci": list(self.diff_ci), "kept": self.kept, "feature_dim": self.feature_dim,
                 "input_size": self.input_size, "latency_ms": self.latency_ms,
+                "latency_source": "the members' measured latencies added, scaled to the input size",
                 "features_computed": self.features_computed, "recipe": ENSEMBLE_RECIPE}
+
+
+def member_latency(top: list[BackboneScore], input_size: int) -> float:
+    """The members' batch-1 latencies added up, each scaled to ``input_size`` by the pixel count: the members
+    run one after another, and adding the figures measured beside each backbone keeps the comparison
+    with them fair on a machine whose load changes during the sweep."""
+    return float(sum(s.latency_ms * (input_size / s.input_size) ** 2 for s in top))
 
 
 def score_ensembles(ranked: list[BackboneScore], best_hits: np.ndarray, largest: int, paths: list[str],
@@ -73,8 +78,7 @@ def score_ensembles(ranked: list[BackboneScore], best_hits: np.ndarray, largest:
                                     device=options.device, progress=reporter.task(f"features {name}", len(paths)))
         probe = probe_scores(features.reshape(len(paths), -1), labels, n_classes, folds, seed=options.seed)
         diff, interval = paired_difference(probe.correct, best_hits)
-        head = make_head(HeadSpec("linear", net.feature_dim, n_classes))
-        latency = predict_latency_ms(nn.Sequential(net, head), preprocessing.input_size, options.device)
+        latency = member_latency(top, preprocessing.input_size)
         score = EnsembleScore(name, [s.backbone for s in top], probe.accuracy, probe.ci, probe.fold_accuracies,
                               probe.balanced_accuracy, diff, interval, interval[0] > 0, net.feature_dim,
                               preprocessing.input_size, latency, stats.computed)
