@@ -99,8 +99,12 @@ def test_an_ensemble_refuses_stages_on_images_before_writing_anything(tiny_data:
     assert not Path(fast_kwargs["out"]).exists()
 
 
-def test_the_sweep_scores_the_top_backbones_together_and_says_whether_it_kept_them(tiny_data: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_the_sweep_scores_the_top_backbones_together_and_says_whether_it_kept_them(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlkit.selection.runner as runner
+
+    # latency breaks accuracy ties in the ranking: fixed here, so both calls rank (and ensemble) alike
+    monkeypatch.setattr(runner, "predict_latency_ms", lambda model, size, device: 1.0 + model[0].feature_dim / 1e3)
     args = ["sweep", str(tiny_data), "--backbones", "timm:test_resnet,timm:test_efficientnet", "--no-pretrained",
             "--image-size", "32", "--folds", "3", "--cache-dir", str(tmp_path / "cache"), "--json"]
     done = CliRunner().invoke(app, args)
