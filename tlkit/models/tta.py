@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["TTA_VIEWS", "NOT_USED", "tta_views", "combine_views"]
+__all__ = ["TTA_VIEWS", "NOT_USED", "tta_views", "combine_views", "tta_text"]
 
 #: the test-time views tlkit knows, besides the image itself
 TTA_VIEWS = ("flip",)
@@ -40,3 +40,9 @@ def combine_views(view_logits: Sequence[torch.Tensor], temperature: float) -> tu
         return logits, torch.softmax(logits / temperature, dim=-1)
     probs = torch.stack([torch.softmax(z.float() / temperature, dim=-1) for z in view_logits]).mean(0)
     return temperature * torch.log(probs.clamp_min(1e-30)), probs
+
+
+def tta_text(tta: dict) -> str:
+    """One line for the report: used or not, and why."""
+    return ("used (image + horizontal flip, probabilities averaged): " if tta.get("used") else "not used: ") \
+        + str(tta.get("reason", ""))

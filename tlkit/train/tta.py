@@ -20,7 +20,7 @@ import torch
 
 from tlkit.evaluation.stats import paired_difference_interval
 from tlkit.models.transfer import TransferModel
-from tlkit.models.tta import combine_views
+from tlkit.models.tta import combine_views, tta_text  # tta_text: kept importable from here
 from tlkit.train.activations import ActivationCache
 from tlkit.train.context import RunContext
 from tlkit.train.validation import Predictor, split_logits
@@ -75,9 +75,3 @@ def tta_split_logits(model: TransferModel, predictor: Predictor, activations: Ac
     if not model.tta.get("used") or not activations.prefix_unchanged():
         return split_logits(predictor, activations, split)
     return combine_views(_view_logits(predictor, activations, split), model.temperature)[0]
-
-
-def tta_text(tta: dict) -> str:
-    """One line for the report: used or not, and why."""
-    return ("used (image + horizontal flip, probabilities averaged): " if tta.get("used") else "not used: ") \
-        + str(tta.get("reason", ""))
