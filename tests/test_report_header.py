@@ -85,6 +85,8 @@ def test_the_report_of_tlkit_evaluate_has_readable_header_rows(run: tlkit.Finetu
     assert "Images per class evaluated" in header and '<td class="name">a_long_class_name_x</td><td class="">8</td>' in header
     assert f"torch {__import__('torch').__version__}" in header and f"tlkit {tlkit.__version__}" in header
     assert "tlkit evaluation: run<" in page
+    # every image was scored, training images too: said under a title that fits any warning, not "too little data"
+    assert "Read these figures with care:</b><ul><li>" in page and "of the 24 images evaluated were used to train" in page
     for folder in (str(run.run_dir), str(Path(run.config.data.path)), str(tmp_path)):
         assert folder not in page
     assert not re.search(r"/tmp/|/home/|/root/|/Users/", page)
