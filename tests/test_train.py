@@ -856,9 +856,14 @@ def test_a_stage_that_never_beats_the_probe_says_so_and_the_report_names_the_kep
     monkeypatch.setattr(tlkit.report.files, "write_report", lambda result, out, **kw: shown.update(kw["extra"]))
     recipe = {"name": "stuck", "stages": [{"kind": "probe", "epochs": 3, "lr": 0.05},
                                           {"kind": "finetune", "unfreeze": 1, "epochs": 2, "lr": 1e-12}]}
-    reporter = Recorder()
+    lines: list[str] = []
+    reporter = Recorder(on_message=lines.append)
+    reporter.epoch = lambda record: lines.append(f"epoch {record['stage']}.{record['epoch']}")  # type: ignore[method-assign]
     res = _run(tiny_data, tmp_path / "run", tmp_path / "cache", recipe, reporter)
     assert any("kept the weights the stage started from" in m for m in reporter.messages), reporter.messages
+    # what a stage kept is said after its last epoch's line, not between the last two (seen in a notebook)
+    said = next(i for i, m in enumerate(lines) if "kept the weights the stage started from" in m)
+    assert lines[said - 1] == "epoch 1.1" and not any(m.startswith("epoch 1.") for m in lines[said:]), lines
     kept = json.loads((res.run_dir / "model.json").read_text())["extra"]["kept"]
     assert kept["stage"] == 1 and kept["stage_kind"] == "probe" and kept["not_beaten_by"] == "stage 2 (finetune)"
     probe_epochs = [r for r in res.history if r["stage"] == 0]

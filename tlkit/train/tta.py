@@ -23,7 +23,7 @@ import torch
 
 from tlkit.evaluation.stats import paired_difference_interval
 from tlkit.models.transfer import TransferModel
-from tlkit.models.tta import VIEW_SETS, combine_views
+from tlkit.models.tta import VIEW_SETS, combine_views, tta_text, views_text  # tta_text: kept importable from here
 from tlkit.train.activations import ActivationCache
 from tlkit.train.context import RunContext
 from tlkit.train.validation import Predictor, split_logits
@@ -48,12 +48,6 @@ def tta_decision(labels: np.ndarray, plain_probs: np.ndarray, tta_probs: np.ndar
     return {"used": used, "views": list(views), "rule": RULE, "level": level, "reason": reason, "images": int(len(labels)),
             "val_accuracy_plain": float(plain.mean()), "val_accuracy_tta": float(tta.mean()), "gain": gain,
             "interval": [low, high], "only_tta_right": only_tta, "only_plain_right": only_plain}
-
-
-def views_text(views: tuple[str, ...] | list[str]) -> str:
-    """``the flip`` or ``the flip and 4 corner crops``."""
-    crops = [v for v in views if v != "flip"]
-    return "the flip" + (f" and {len(crops)} corner crops" if crops else "")
 
 
 def choose_views(labels: np.ndarray, plain_probs: np.ndarray, view_probs: dict[tuple[str, ...], np.ndarray]) -> dict:
@@ -102,10 +96,3 @@ def tta_split_logits(model: TransferModel, predictor: Predictor, activations: Ac
         return split_logits(predictor, activations, split)
     return combine_views(_view_logits(predictor, activations, split, model.tta.get("views") or ["flip"]),
                          model.temperature)[0]
-
-
-def tta_text(tta: dict) -> str:
-    """One line for the report: used or not, and why."""
-    views = views_text(tta.get("views") or ["flip"])
-    return (f"used (image + {views.removeprefix('the ')}, probabilities averaged): " if tta.get("used")
-            else "not used: ") + str(tta.get("reason", ""))
