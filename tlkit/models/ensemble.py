@@ -31,6 +31,8 @@ from tlkit.transforms import Preprocessing
 
 __all__ = ["Ensemble", "ensemble_backbone", "is_ensemble", "members", "member_preprocessing", "check_trainable"]
 
+#: joins the members' weight sources in an ensemble's ``weights_source``
+SOURCE_SEPARATOR = " + "
 #: the ensemble's input: pixels in [0, 1]; each member normalises on its own
 UNNORMALISED = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
@@ -72,7 +74,7 @@ def ensemble_backbone(spec: BackboneSpec, ensemble: Ensemble, weights_source: st
     mean, std = UNNORMALISED
     preprocessing = Preprocessing(first.input_size, first.resize_size, mean, std, first.interpolation)
     sources = [b.weights_source for b in backbones]
-    source = weights_source or ("none" if set(sources) == {"none"} else " + ".join(sources))
+    source = weights_source or ("none" if set(sources) == {"none"} else SOURCE_SEPARATOR.join(sources))
     return Backbone(spec, ensemble, opaque(Trunk(), identity_pool), sum(b.feature_dim for b in backbones),
                     preprocessing, source)
 

