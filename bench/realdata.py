@@ -95,7 +95,7 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         start = time.perf_counter()
         result = tlkit.finetune(data, backbone="efficientnet_lite0", recipe=recipe, image_size=args.image_size,
-                                out=str(work / "runs" / f"{args.dataset}-{args.train_per_class}-{recipe}-{args.image_size}"),
+                                out=str(work / "runs" / f"{args.dataset}-{args.train_per_class}-{Path(recipe).stem}-{args.image_size}"),
                                 overwrite=True, offline=True, cache_dir=str(cache), device="cpu", reporter=RichReporter(Console()))
         seconds = time.perf_counter() - start
         ev = result.evaluation

@@ -56,7 +56,7 @@ def test_an_interrupted_run_resumes_to_the_result_the_old_code_reached(tmp_path:
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
     # the same epochs, steps and figures, and the same weights: bit for bit on the CPU that made them
-    # (AVX-512); within float32 rounding on another one (this AMD EPYC's AVX2 kernels round differently)
+    # (AVX-512); within float32 rounding on another one (an AMD EPYC with AVX2 rounds differently)
     resumed, finished = epochs(run), epochs(LEGACY / "finished")
     assert [r.keys() for r in resumed] == [r.keys() for r in finished]
     assert resumed == [{k: pytest.approx(v, rel=1e-6) if isinstance(v, float) else v for k, v in r.items()}

@@ -145,8 +145,9 @@ class ViewStep:
         return test_view(image, self.view)
 
 
-def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
-    """Train-time augmentation presets.
+def train_transform(pre: Preprocessing, augment: str = "light", size: int | None = None) -> T.Compose:
+    """Train-time augmentation presets; ``size`` crops smaller than the input size (progressive resizing,
+    :mod:`tlkit.train.resizing`; the random presets only).
 
     ``none``: the eval transform. ``light``: random resized crop (scale 0.35-1) and horizontal flip.
     ``strong``: light plus TrivialAugmentWide (colour, geometry) and random erasing. ``flip`` (not a
@@ -160,7 +161,7 @@ def train_transform(pre: Preprocessing, augment: str = "light") -> T.Compose:
     if augment in CROP_VIEWS:  # test-time corner crops, from the eval crop as the model computes them
         return T.Compose([*eval_transform(pre).transforms, ViewStep(augment)])
     interp = _interp(pre.interpolation)
-    crop = [T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
+    crop = [T.RandomResizedCrop(size or pre.input_size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
             T.RandomHorizontalFlip()]
     if augment == "light":
         return T.Compose([*crop, *_to_normalized(pre)])

@@ -51,6 +51,7 @@ class StageConfig:
     cutmix: float = 0.0
     early_stopping: Union[int, None] = None
     max_minutes: Union[float, None] = None
+    start_size: Union[float, None] = None
     metric: str = "val_calibrated_loss"
     train_bn: bool = False
     gpu: dict = field(default_factory=dict)
@@ -86,6 +87,13 @@ class StageConfig:
             if self.schedule == "onecycle":
                 raise ConfigError(f"{where}.max_minutes needs schedule cosine or constant: a one-cycle schedule "
                                   "cannot be laid out again once the budget has settled the epochs")
+        if self.start_size is not None:
+            if not 0.25 <= self.start_size <= 1.0:
+                raise ConfigError(f"{where}.start_size is the first epoch's share of the input size, in [0.25, 1]; "
+                                  f"got {self.start_size}")
+            if self.kind != "finetune" or self.augment == "none":
+                raise ConfigError(f"{where}.start_size (progressive resizing) needs kind: finetune with augment "
+                                  "light or strong: it sizes the random crops of an image stage")
         bad = set(self.gpu) - {f.name for f in dataclasses.fields(StageConfig)} - {"gpu"}
         if bad:
             raise ConfigError(f"{where}.gpu has unknown field(s) {sorted(bad)}")

@@ -109,6 +109,9 @@ def stage_rows(cfg: Any, history: Sequence[dict]) -> list[dict[str, Any]]:
             note = f"early stop (patience {stage.early_stopping})"
         else:
             note = "stopped early"
+        sizes = [r["image_size"] for r in history if r.get("stage") == i and "image_size" in r]
+        if sizes and min(sizes) < max(sizes):  # progressive resizing, as it ran
+            note = "; ".join(filter(None, [note, f"crops {min(sizes)} to {max(sizes)} px"]))
         last = row.get("val_accuracy")
         rows.append({"stage": i + 1, "kind": stage.kind, "epochs planned": stage.epochs, "epochs run": run,
                      "lr": f"{stage.lr:g}", "last val accuracy": "" if last is None else f"{last:.3f}",

@@ -11,6 +11,9 @@ Which epoch time a re-plan trusts: the slower of the latest epoch and the median
 A slowdown is believed at once (the budget is a promise); a speed-up once two of the last three
 epochs show it, so one lucky epoch does not lengthen a schedule that the next slow one must cut.
 Stable timings give exactly the first epoch's plan.
+
+With progressive resizing an epoch's cost (``cost``: its share of a full-size epoch) varies: each
+measured epoch is scaled to the full size, and the epochs that fit are counted by their own costs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ _HINT = "lower --image-size, or --recipe linear-probe for a run in seconds"
 
 def _same(value: float) -> float:
     return value
+
+
+def _flat(epoch: int, epochs: int) -> float:
+    return 1.0
 
 
 def _floor(x: float) -> int:
@@ -59,16 +66,19 @@ class TimeBudget:
 
     def __init__(self, max_minutes: float, epochs: int, *, steps_per_epoch: int, batch_size: int, val_images: int,
                  clock: Callable[[], float] = time.perf_counter, agree: Callable = _same,
-                 timed_steps: int = BUDGET_TIMED_STEPS, hurry: bool = True) -> None:
+                 timed_steps: int = BUDGET_TIMED_STEPS, hurry: bool = True,
+                 cost: Callable[[int, int], float] = _flat) -> None:
         self.max_minutes, self.planned, self.epochs = max_minutes, epochs, epochs
         self.steps_per_epoch, self.batch_size, self.val_images = steps_per_epoch, batch_size, val_images
         self.clock, self.agree, self.timed_steps, self.hurry = clock, agree, timed_steps, hurry
+        self.cost = cost  # (epoch, epochs) -> that epoch's cost against a full one (progressive resizing)
         self.total_steps = epochs * steps_per_epoch
         self.start = clock()
         self.steps = 0
         self.overhead: float | None = None  # what the first step cost beyond a normal one
         self.settled = False  # the first epoch has been measured
         self.epoch_seconds: list[float] = []  # each finished epoch (the first without its overhead)
+        self._full_seconds: list[float] = []  # the same, scaled to what the epoch would cost at the full size
         self._after_first = self._last_step = self.start
         self._step_seconds: list[float] = []  # each timed step of the first epoch (after the first)
         self._epoch_end = self.start
@@ -101,7 +111,7 @@ class TimeBudget:
         self.overhead = max(0.0, elapsed - self.steps * per_step)
         # validation is a forward pass: about a third of a training step per image
         validation = per_step / self.batch_size * self.val_images / 3
-        if self._fit(per_step * self.steps_per_epoch + validation) >= 1:
+        if self._fit(per_step * self.steps_per_epoch / self.cost(0, self.epochs) + validation) >= 1:
             # laid out for at least two epochs until the first one is measured: a cosine laid out for one would
             # reach its floor before that measurement could lengthen it (it can shorten one smoothly)
             self.epochs = min(self.planned, max(2, self.epochs))
@@ -125,11 +135,13 @@ class TimeBudget:
         self._epoch_end = now
         self.epoch_seconds.append(seconds)
         done = len(self.epoch_seconds)
+        self._full_seconds.append(seconds / self.cost(done - 1, self.epochs))
         if done >= self.epochs:  # the plan ended with this epoch: its cosine is at the floor, and more epochs
             return None          # would run at a zero learning rate (a bend from the floor stays there)
-        trusted = max(seconds, statistics.median(self.epoch_seconds[-3:]))
+        full = self._full_seconds[-1]
+        trusted = max(full, statistics.median(self._full_seconds[-3:]))
         left = self.seconds - (self.overhead or 0.0) - sum(self.epoch_seconds)
-        epochs = max(done, min(self.planned, done + _floor(left / max(trusted, 1e-9))))
+        epochs = self._epochs_fitting(done, left / max(trusted, 1e-9))
         if epochs == self.epochs:
             return None
         self.epochs, self.total_steps = epochs, epochs * self.steps_per_epoch
@@ -147,20 +159,35 @@ class TimeBudget:
         epoch_seconds = float(self.agree(now - self.start)) - self.overhead
         self.settled, self._epoch_end = True, now
         self.epoch_seconds.append(epoch_seconds)
+        cost = self.cost(0, self.epochs)
+        self._full_seconds.append(epoch_seconds / cost)
         if self.total_steps < self.steps_per_epoch:  # a partial epoch: said when it was laid out
             return None
-        fits = self._fit(epoch_seconds)
-        note = (f"  time budget {self.max_minutes:g} min: ~{epoch_seconds:.0f} s per epoch measured, "
+        fits = self._fit(epoch_seconds / cost)
+        scaled = f" (~{epoch_seconds / cost:.0f} s at the full size)" if cost != 1 else ""
+        note = (f"  time budget {self.max_minutes:g} min: ~{epoch_seconds:.0f} s per epoch measured{scaled}, "
                 f"{self.epochs} of {self.planned} epochs")
         if fits < 1:
             note += f" (one epoch is over the budget; {_HINT})"
         return note
 
     def _fit(self, epoch_seconds: float) -> int:
-        fits = int((self.seconds - (self.overhead or 0.0)) // max(epoch_seconds, 1e-9))
-        self.epochs = max(1, min(self.planned, fits))
+        """Lay the stage out from the first measurement of an epoch at the full size; how many epochs fit."""
+        fits = self._epochs_fitting(0, (self.seconds - (self.overhead or 0.0)) / max(epoch_seconds, 1e-9))
+        self.epochs = max(1, fits)
         self.total_steps = self.epochs * self.steps_per_epoch
         return fits
+
+    def _epochs_fitting(self, done: int, room: float) -> int:
+        """The most epochs (at least ``done``, at most the planned ones) whose epochs from ``done`` on fit in
+        ``room`` full-size epochs; each epoch costs :attr:`cost` of one (a flat 1 without progressive resizing)."""
+        if self.cost is _flat:
+            return max(done, min(self.planned, done + _floor(room)))
+        best = done
+        for epochs in range(done + 1, self.planned + 1):
+            if sum(self.cost(e, epochs) for e in range(done, epochs)) <= room + 1e-9:
+                best = epochs
+        return best
 
     def state_dict(self) -> dict:
         """The plan and what it was measured from: recorded in the checkpoint, so a resumed stage keeps it."""

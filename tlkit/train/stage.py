@@ -19,15 +19,16 @@ from torch import nn
 
 from tlkit._seeding import rng_state, seed_everything, set_rng_state
 from tlkit.config import StageConfig
-from tlkit.errors import DivergedError
+from tlkit.errors import ConfigError, DivergedError
 from tlkit.train.activations import first_trainable_group
 from tlkit.train.budget import TimeBudget
 from tlkit.train.checkpoint import TrainState
 from tlkit.train.context import RunContext, StagePlan
 from tlkit.train.losses import balanced_class_weights
 from tlkit.train.optim import Horizon, build_optimizer, build_scheduler, param_groups, steps_per_epoch
+from tlkit.train.resizing import relative_cost
 from tlkit.train.selection import BestWeights
-from tlkit.train.steps import diverged_message, epoch_on_activations, epoch_on_images
+from tlkit.train.steps import diverged_message, epoch_on_activations, epoch_on_images, plan_size
 
 __all__ = ["plan_stage", "run_stage", "trainable_keys", "stage_seed"]
 
@@ -68,6 +69,14 @@ def _inputs(ctx: RunContext, stage: StageConfig, k: int) -> tuple[torch.Tensor, 
     return torch.stack(views), ctx.activations.inputs_at(k, "val")  # one indexing op gathers a batch
 
 
+def _sized(ctx: RunContext, stage: StageConfig) -> dict:
+    """The budget's cost of each epoch of a progressively resized stage (none: every epoch alike)."""
+    if stage.start_size is None:
+        return {}
+    full = ctx.model.preprocessing.input_size
+    return {"cost": lambda epoch, epochs: relative_cost(full, stage.start_size, epoch, epochs)}
+
+
 def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainState | None) -> StagePlan:
     """Freeze, gather inputs, build the optimizer, schedule, budget and selection; restore a resumed stage."""
     backbone = ctx.model.backbone
@@ -75,6 +84,9 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
     backbone.freeze(0 if stage.kind == "probe" else stage.unfreeze)
     backbone.bn_eval = not stage.train_bn
     _announce(ctx, index, stage, k > 0)
+    if k > 0 and stage.start_size is not None:
+        raise ConfigError(f"recipe.stages[{index}].start_size (progressive resizing) needs a stage on images; this "
+                          f"one trains groups {k}+ on cached activations: set unfreeze: all, or drop start_size")
     train_labels = torch.tensor(ctx.manifest.labels("train"), dtype=torch.long)
     val_labels = torch.tensor(ctx.manifest.labels("val"), dtype=torch.long)
     views, val_inputs = _inputs(ctx, stage, k)
@@ -91,7 +103,7 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
     if stage.max_minutes is not None and stage.epochs > 0 and not resumed:
         budget = TimeBudget(stage.max_minutes, stage.epochs, steps_per_epoch=steps, batch_size=stage.batch_size,
                             val_images=len(val_labels), clock=ctx.clock, agree=ctx.dist.same_on_all,
-                            hurry=not ctx.dist.enabled)
+                            hurry=not ctx.dist.enabled, **_sized(ctx, stage))
     ctx.net = ctx.model if k > 0 else ctx.dist.wrap(ctx.model)
     weights = balanced_class_weights(train_labels, len(ctx.manifest.classes)).to(ctx.device) \
         if stage.class_weighting == "balanced" else None
@@ -171,6 +183,7 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(stage_seed(ctx.cfg.seed, index, epoch))
         ctx.model.train()
+        size = plan_size(plan, ctx.model.preprocessing.input_size, epoch)  # before the epoch: a budget may re-plan
         loss = (epoch_on_activations if plan.cached else epoch_on_images)(ctx, plan, epoch, gen)
         val = ctx.predictor.validate(plan.k, plan.val_inputs, plan.val_labels) if len(plan.val_labels) else {}
         loss, val = ctx.dist.same_on_all((loss, val))  # every rank decides (early stop, best epoch) alike
@@ -182,6 +195,8 @@ def run_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainStat
         ctx.timings["train_seconds"] += seconds
         record = {"stage": index, "stage_kind": stage.kind, "epoch": epoch, "step": plan.step, "train_loss": loss,
                   "lr": plan.optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 4), **val}
+        if stage.start_size is not None:
+            record["image_size"] = size
         ctx.history.append(record)
         plan.selection.update(ctx.model, record)
         stop = plan.selection.should_stop

@@ -17,9 +17,10 @@ from tlkit.errors import DivergedError
 from tlkit.train.context import RunContext, StagePlan
 from tlkit.train.losses import classification_loss, mix_batch
 from tlkit.train.optim import shuffled_batches
+from tlkit.train.resizing import epoch_size
 from tlkit.transforms import train_transform
 
-__all__ = ["diverged_message", "train_step", "epoch_on_activations", "epoch_on_images"]
+__all__ = ["diverged_message", "train_step", "epoch_on_activations", "epoch_on_images", "plan_size"]
 
 
 def diverged_message(what: str, plan: StagePlan, epoch: int, step: int) -> str:
@@ -49,6 +50,11 @@ def train_step(ctx: RunContext, plan: StagePlan, epoch: int, forward: Callable[[
         if note:
             ctx.reporter.message(note)
     return float(loss.detach())  # the one sync a step has: the running loss and the bar read this float
+
+
+def plan_size(plan: StagePlan, full: int, epoch: int) -> int:
+    """The training crop of ``epoch`` of this stage as planned now (progressive resizing)."""
+    return epoch_size(full, plan.stage.start_size, epoch, plan.current_epochs())
 
 
 def _ends_here(plan: StagePlan) -> bool:
@@ -96,8 +102,10 @@ def epoch_on_activations(ctx: RunContext, plan: StagePlan, epoch: int, gen: torc
 
 
 def epoch_on_images(ctx: RunContext, plan: StagePlan, epoch: int, gen: torch.Generator) -> float:
-    """An epoch of the whole network on augmented images (this process's share under DDP); the mean loss."""
-    transform = train_transform(ctx.model.preprocessing, plan.stage.augment)
+    """An epoch of the whole network on augmented images (this process's share under DDP); the mean loss.
+    Its crops are smaller than the input size in the first epochs of a stage with ``start_size``."""
+    pre = ctx.model.preprocessing
+    transform = train_transform(pre, plan.stage.augment, plan_size(plan, pre.input_size, epoch))
     loader = ctx.feed.loader("train", transform, gen, plan.stage.batch_size)
     ctx.dist.seed_image_epoch(gen.initial_seed())
     total, count = 0.0, 0
