@@ -8,8 +8,7 @@ The public names below load lazily (PEP 562): ``import tlkit`` stays fast, and t
 load on first use. Each name points at the module that owns it; see the package map in README.
 """
 
-import importlib
-
+from tlkit._lazy import lazy_exports
 from tlkit._version import __version__
 from tlkit.errors import BackboneError, CheckpointError, ConfigError, DataError, DivergedError, TlkitError, WeightsError
 
@@ -54,16 +53,7 @@ _PUBLIC = {
     "ExportedModel": "tlkit.deploy.export:ExportedModel",
 }
 
-
-def __getattr__(name: str):  # noqa: ANN202
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
-    module, _, attr = _PUBLIC[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 __all__ = ["__version__", "TlkitError", "DataError", "WeightsError", "BackboneError", "CheckpointError",

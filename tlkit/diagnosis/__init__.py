@@ -22,7 +22,7 @@ to register ``tlkit doctor``, starts without loading torch.
 
 from __future__ import annotations
 
-import importlib
+from tlkit._lazy import lazy_exports
 
 #: public name -> "module:attribute"
 _PUBLIC = {
@@ -38,16 +38,7 @@ _PUBLIC = {
     "LearningCurve": "tlkit.diagnosis.result:LearningCurve",
 }
 
-
-def __getattr__(name: str):  # noqa: ANN202
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tlkit.diagnosis' has no attribute {name!r}")
-    module, _, attr = _PUBLIC[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 __all__ = sorted(_PUBLIC)

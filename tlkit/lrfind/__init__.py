@@ -19,7 +19,7 @@ Names load lazily (PEP 562), so the CLI starts without torch.
 
 from __future__ import annotations
 
-import importlib
+from tlkit._lazy import lazy_exports
 
 #: public name -> "module:attribute"
 _PUBLIC = {
@@ -30,16 +30,7 @@ _PUBLIC = {
     "write_lr_plot": "tlkit.lrfind.display:write_lr_plot",
 }
 
-
-def __getattr__(name: str):  # noqa: ANN202
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tlkit.lrfind' has no attribute {name!r}")
-    module, _, attr = _PUBLIC[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 __all__ = sorted(_PUBLIC)
