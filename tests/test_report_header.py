@@ -3,6 +3,7 @@ machine anywhere on the page; tables that scroll sideways on a phone."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -114,3 +115,21 @@ def test_weights_are_named_without_the_machines_paths(tmp_path: Path, monkeypatc
     assert weights_text(f"file:{tmp_path}/weights/r18.safetensors") == f"file: {os.path.join('weights', 'r18.safetensors')}"
     assert weights_text("cache:/root/.cache/torch/hub/checkpoints/r18.pth") == "cache: r18.pth"
     assert weights_text("none") == "none" and weights_text("download:resnet18") == "download:resnet18"
+
+
+def test_tlkit_evaluate_in_python_writes_the_same_report_when_asked(run: tlkit.FinetuneResult, tmp_path: Path) -> None:
+    out = tmp_path / "py-eval"
+    ev = tlkit.evaluate(run.run_dir, report=out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    header = _header(page)
+    assert '<th class="name">split</th>' in header and "splits.json" in header and "tlkit evaluation: run<" in page
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["accuracy"] == ev.accuracy
+    # a folder holding something else is refused before any image is scored, naming the keyword
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(tlkit.ConfigError, match="report DIR"):
+        tlkit.evaluate(run.run_dir, report=taken)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    again = tlkit.evaluate(run.run_dir, report=out, overwrite=True)  # its own earlier report is replaced
+    assert again.accuracy == ev.accuracy and (out / "report.html").is_file()

@@ -1,4 +1,4 @@
-"""tlkit.evaluation.scoring: the evaluate front door (which images, which classes) and `tlkit evaluate`, which loads the model once."""
+"""tlkit.evaluate and tlkit.evaluation.scoring: which images, which classes; `tlkit evaluate` loads the model once."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from tlkit.cli import app
 from tlkit.config import make_config
 from tlkit.data import scan
 from tlkit.errors import ConfigError, DataError
-from tlkit.evaluation.scoring import evaluate, evaluate_model, evaluation_set
+from tlkit.evaluation.scoring import evaluate_model, evaluation_set
 from tlkit.models.builder import build
 from tlkit.models.heads import HeadSpec
 from tlkit.models.transfer import TransferModel
+from tlkit.report.evaluation_report import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

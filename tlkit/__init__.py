@@ -34,7 +34,7 @@ _PUBLIC = {
     "RunConfig": "tlkit.config:RunConfig",
     "Recipe": "tlkit.config:Recipe",
     "StageConfig": "tlkit.config:StageConfig",
-    "evaluate": "tlkit.evaluation.scoring:evaluate",
+    "evaluate": "tlkit.report.evaluation_report:evaluate",
     "evaluate_predictions": "tlkit.evaluation.metrics:evaluate_predictions",
     "EvalResult": "tlkit.evaluation.metrics:EvalResult",
     "compare": "tlkit.evaluation.comparison:compare",

@@ -36,25 +36,14 @@ def evaluate(
 
     Example: [bold]tlkit evaluate runs/leaves data/leaves_new --split all[/]
     """
-    from tlkit.evaluation.scoring import evaluate_model, evaluation_set
-    from tlkit.evaluation.summary import shown_path
-    from tlkit.models.transfer import load
-    from tlkit.report.files import write_run_report
-    from tlkit.report.run_info import evaluation_header
+    from tlkit.report.evaluation_report import evaluate as evaluate_with_report
     from tlkit.report.terminal import print_ood, print_summary
-    from tlkit.rundir import next_free, prepare
+    from tlkit.rundir import next_free
 
     target = out_dir or next_free(Path(run_dir) / f"eval-{split}")
-    prepare(target, kind="evaluation", data=data, overwrite=overwrite, check_only=True)  # refused before the work
-    model = load(run_dir, device=_device(device))  # once: for the scores and for the Grad-CAM overlays beside the mistakes
-    manifest, used = evaluation_set(data, run_dir=run_dir, split=split)
-    result = evaluate_model(model, manifest, run_dir=run_dir, split=used, batch_size=batch_size, workers=workers,
-                            skip_bad=skip_bad, threshold=threshold, positive=positive_class)
-    prepare(target, kind="evaluation", data=data, overwrite=overwrite)
-    header = evaluation_header(model, result, source=run_dir, manifest=manifest, split=used, from_run=data is None,
-                               device=model.device, threshold=threshold)
-    write_run_report(result, model, target, title=f"tlkit evaluation: {shown_path(run_dir)}", extra=header,
-                     data_root=manifest.root)
+    result = evaluate_with_report(run_dir, data, split=split, report=target, overwrite=overwrite, batch_size=batch_size,
+                                  workers=workers, device=_device(device), skip_bad=skip_bad, threshold=threshold,
+                                  positive=positive_class, option="--out")
     print_summary(result, out)
     print_ood(result, out)
     out.print(f"report written to [bold]{target}[/]")

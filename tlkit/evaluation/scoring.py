@@ -1,11 +1,11 @@
-"""The front door: a trained model (or its run directory) and a dataset in, an :class:`~tlkit.evaluation.metrics.EvalResult` out.
+"""Scoring a trained model: the images to evaluate on (:func:`evaluation_set`) and a loaded model and a
+dataset in, an :class:`~tlkit.evaluation.metrics.EvalResult` out (:func:`evaluate_model`).
 
 Numbers only: the model predicts, :func:`~tlkit.evaluation.metrics.evaluate_predictions` scores,
-and nothing is written (a run's report files are :func:`tlkit.report.files.write_run_report`).
+and nothing is written. The front door, ``tlkit.evaluate``, is
+:func:`tlkit.report.evaluation_report.evaluate`: it loads the model and writes the report when asked.
 torch, the data layer and the model are imported inside the functions, so importing this module
 stays light.
-
->>> # result = tlkit.evaluate("runs/leaves", "data/new_leaves", split="all"); result.accuracy
 """
 
 from __future__ import annotations
@@ -26,42 +26,15 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test", "all")
 
 
-def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test", batch_size: int = 32, workers: int = 0,
-             device: str = "cpu", n_bootstrap: int = 1000, seed: int = 0, skip_bad: bool = False,
-             threshold: float | None = None, positive: str | None = None) -> EvalResult:
-    """Evaluate a trained model on a dataset, over the model's full class list, with the calibrated
-    probabilities ``predict`` gives (the ECE before temperature scaling is ``result.ece_uncalibrated``).
-
-    ``skip_bad``: unreadable images are left out (named in ``result.warnings``) instead of stopping.
-    Two classes: ``threshold`` on p(``positive``) replaces the model's own decision threshold (default:
-    the one in its model.json, else argmax); ``positive`` the positive class.
-
-    ``model_or_run``: a :class:`~tlkit.models.transfer.TransferModel`, a run directory or a saved model folder.
-    ``data``: ``None`` (the run's own ``split`` from its ``splits.json``), a folder of class folders
-    (every image is used unless ``split`` names a split of a train/val/test layout), or a
-    :class:`~tlkit.data.Manifest`. Images in folders whose name is not one of the model's classes
-    are reported in ``result.unknown``, never silently dropped.
-
-    >>> # result = tlkit.evaluate("runs/leaves", "data/new_leaves", split="all"); result.accuracy
-    """
-    from tlkit.models.transfer import TransferModel, load
-
-    if isinstance(model_or_run, TransferModel):
-        model, run_dir = model_or_run, None
-    else:
-        model, run_dir = load(model_or_run, device=device), model_or_run
-    return evaluate_model(model, data, run_dir=run_dir, split=split, batch_size=batch_size, workers=workers,
-                          n_bootstrap=n_bootstrap, seed=seed, skip_bad=skip_bad, threshold=threshold, positive=positive)
-
-
 def evaluate_model(model: TransferModel, data: Any = None, *, run_dir: str | os.PathLike[str] | None = None,
                    split: str = "test", batch_size: int = 32, workers: int = 0, n_bootstrap: int = 1000,
                    seed: int = 0, skip_bad: bool = False, threshold: float | None = None,
                    positive: str | None = None) -> EvalResult:
-    """:func:`evaluate` for a model already loaded (``tlkit evaluate`` loads it once, for this and its report).
+    """Score a loaded model on ``data`` (``tlkit.evaluate``, :func:`tlkit.report.evaluation_report.evaluate`,
+    loads it once, for this and for its report's Grad-CAM overlays).
 
     ``run_dir``: the run the model was loaded from; its ``splits.json`` gives the images when
-    ``data`` is ``None``. The other arguments are :func:`evaluate`'s.
+    ``data`` is ``None``. The other arguments are ``tlkit.evaluate``'s.
     """
     manifest, split = evaluation_set(data, run_dir=run_dir, split=split)
     names = ("train", "val", "test") if split == "all" else (split,)
