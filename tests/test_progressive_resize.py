@@ -87,3 +87,11 @@ def test_a_resized_run_records_each_epochs_crop(tiny_data: Path, fast_kwargs: di
     rows = stage_rows(res.config, res.history)
     assert rows[1]["note"] == "crops 32 to 64 px" and rows[0]["note"] == ""
     assert "crops 32 to 64 px" in (res.run_dir / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_default_recipe_resizes_on_a_cpu_only() -> None:
+    from tlkit.config.recipes_yaml import load_recipe
+
+    stage = load_recipe("probe-then-finetune").stages[1]
+    assert stage.for_device("cpu").start_size == 0.5
+    assert stage.for_device("cuda").start_size is None  # the GPU path as before: every epoch at the full size
