@@ -27,7 +27,8 @@ def test_sizes_rise_to_the_full_size_by_the_middle_and_stay() -> None:
         assert sizes == sorted(sizes) and all(s % 32 == 0 for s in sizes)
         assert sizes[-(epochs // 2):] == [224] * (epochs // 2) if epochs > 1 else sizes == [128]
     assert [epoch_size(224, None, e, 6) for e in range(6)] == [224] * 6
-    assert [epoch_size(32, 0.5, e, 6) for e in range(6)] == [32] * 6  # too small to shrink
+    assert [epoch_size(64, 0.5, e, 6) for e in range(6)] == [64] * 6  # too small to shrink
+    assert [epoch_size(96, 0.25, e, 4) for e in range(4)] == [64, 64, 96, 96]  # never below 64 px
     assert relative_cost(224, 0.5, 0, 6) == pytest.approx((128 / 224) ** 2)
 
 
@@ -80,13 +81,13 @@ def test_a_resized_run_records_each_epochs_crop(tiny_data: Path, fast_kwargs: di
     recipe = {"stages": [{"kind": "probe", "epochs": 1, "lr": 0.01},
                          {"kind": "finetune", "unfreeze": "all", "epochs": 4, "lr": 0.002, "augment": "light",
                           "start_size": 0.5}]}
-    res = finetune(tiny_data, recipe=recipe, reporter=MessageRecorder(), **{**fast_kwargs, "image_size": 64})
+    res = finetune(tiny_data, recipe=recipe, reporter=MessageRecorder(), **{**fast_kwargs, "image_size": 128})
     lines = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["image_size"] for r in lines if r["stage"] == 1] == [32, 64, 64, 64]
+    assert [r["image_size"] for r in lines if r["stage"] == 1] == [64, 96, 128, 128]
     assert "image_size" not in lines[0]
     rows = stage_rows(res.config, res.history)
-    assert rows[1]["note"] == "crops 32 to 64 px" and rows[0]["note"] == ""
-    assert "crops 32 to 64 px" in (res.run_dir / "report.html").read_text(encoding="utf-8")
+    assert rows[1]["note"] == "crops 64 to 128 px" and rows[0]["note"] == ""
+    assert "crops 64 to 128 px" in (res.run_dir / "report.html").read_text(encoding="utf-8")
 
 
 def test_the_default_recipe_resizes_on_a_cpu_only() -> None:

@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["SIZE_STEP", "epoch_size", "relative_cost"]
+__all__ = ["MIN_SIZE", "SIZE_STEP", "epoch_size", "relative_cost"]
 
 #: crop sizes are rounded to a multiple of this (the networks' strides): 224 -> 128, 160, 192, 224
 SIZE_STEP = 32
+#: no crop below this: at 32 px a stride-32 network's last map is a single cell, another regime
+#: altogether (an input of 64 px or less is not resized at all)
+MIN_SIZE = 64
 
 
 def epoch_size(full: int, start: float | None, epoch: int, epochs: int) -> int:
     """The training crop of ``epoch`` (0-based) of ``epochs``: ``start`` x ``full`` at first, rising linearly
     to ``full`` at the middle epoch and staying there. Without ``start`` (or at 1) always ``full``."""
-    if start is None or start >= 1 or full <= SIZE_STEP:
+    if start is None or start >= 1 or full <= MIN_SIZE:
         return full
     rise = max(1, math.ceil(epochs / 2))  # epochs until the full size
     share = min(1.0, start + (1.0 - start) * epoch / rise)
     size = int(round(full * share / SIZE_STEP)) * SIZE_STEP
-    return max(SIZE_STEP, min(full, size))
+    return max(MIN_SIZE, min(full, size))
 
 
 def relative_cost(full: int, start: float | None, epoch: int, epochs: int) -> float:
