@@ -65,6 +65,20 @@ def test_a_budget_counts_small_epochs_by_their_cost() -> None:
     assert notes[0] == "  time budget 8 min: ~33 s per epoch measured (~100 s at the full size), 6 of 12 epochs"
     assert len(notes) == 1  # the costlier later epochs were foreseen: no re-plan
     assert 400 < clock.now <= 8 * 60
+    # the same machine, then twice as slow from the third epoch on: the re-plan compares full-size figures
+    clock = FakeClock()
+    slower = TimeBudget(8.0, 12, steps_per_epoch=10, batch_size=32, val_images=0, clock=clock, cost=cost)
+    notes, epoch = [], 0
+    while epoch < slower.epochs:
+        seconds = (100.0 if epoch < 2 else 200.0) * slower.cost(epoch, slower.epochs)
+        for _ in range(slower.steps_per_epoch):
+            clock.now += seconds / slower.steps_per_epoch
+            notes.append(slower.after_step())
+        notes.append(slower.after_epoch())
+        epoch += 1
+    said = [n for n in notes if n]
+    assert said[1] == "  budget: epoch 3 took 147 s, ~200 s at the full size (first ~100 s): 4 of 12 epochs now fit"
+    assert slower.epochs == len(slower.epoch_seconds) and clock.now <= 8 * 60
 
 
 def test_a_stage_that_cannot_resize_says_why(tiny_data: Path, fast_kwargs: dict) -> None:

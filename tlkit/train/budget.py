@@ -146,8 +146,10 @@ class TimeBudget:
             return None
         self.epochs, self.total_steps = epochs, epochs * self.steps_per_epoch
         end = ", so the stage ends here" if epochs == done else " now fit"
-        return (f"  budget: epoch {done} took {seconds:.0f} s (first {self.epoch_seconds[0]:.0f} s): "
-                f"{epochs} of {self.planned} epochs{end}")
+        took = f"{seconds:.0f} s (first {self.epoch_seconds[0]:.0f} s)"
+        if self.cost is not _flat:  # epochs of different sizes: compared at the full size
+            took = f"{seconds:.0f} s, ~{full:.0f} s at the full size (first ~{self._full_seconds[0]:.0f} s)"
+        return f"  budget: epoch {done} took {took}: {epochs} of {self.planned} epochs{end}"
 
     def after_first_epoch(self) -> str:
         """The first epoch's :meth:`after_epoch` (kept for callers of tlkit 0.2)."""
