@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from model_testing import FakeClock, MessageRecorder
+from safetensors.torch import load_file
 
 from tlkit._demo import DEMO_MINUTES, SinceStart
 from tlkit.config import StageConfig
@@ -279,3 +280,32 @@ def test_slow_first_timed_steps_that_still_fit_an_epoch_do_not_end_the_schedule_
         budget.after_epoch()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert budget.epochs >= 3 and lrs[0] > 1e-4 and lrs[1] > 0, (budget.epochs, lrs)
+
+
+def test_a_resized_stage_resumes_with_the_crops_it_had_planned(tiny_data: Path, fast_kwargs: dict) -> None:
+    """Progressive resizing under a budget that re-plans (the machine gets faster after the first epoch):
+    interrupted after the plan grew, then resumed on a far faster machine, the run trains the same epochs on
+    the same crop sizes and ends with the same weights."""
+    recipe = {"name": "resized", "stages": [
+        {"kind": "probe", "epochs": 1, "lr": 0.01},
+        {"kind": "finetune", "unfreeze": "all", "epochs": 8, "lr": 0.002, "augment": "light", "max_minutes": 7.0,
+         "start_size": 0.5},
+    ]}
+    kwargs = {**fast_kwargs, "image_size": 128}
+    clock = PacedClock(10.0)
+    pacer = Pacer(clock)
+    base = finetune(tiny_data, recipe=recipe, reporter=pacer, clock=clock, **kwargs)
+    assert [r["image_size"] for r in base.history if r["stage"] == 1] == [64, 96, 96] + [128] * 5
+    assert "  time budget 7 min: ~40 s per epoch measured (~160 s at the full size), 3 of 8 epochs" in pacer.messages
+    assert "  budget: epoch 3 took 13 s, ~24 s at the full size (first ~160 s): 8 of 8 epochs now fit" in pacer.messages
+
+    out = Path(fast_kwargs["out"]).parent / "resumed"
+    clock = PacedClock(10.0)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_data, recipe=recipe, reporter=Pacer(clock, interrupt_at=3), clock=clock,
+                 **{**kwargs, "out": str(out)})
+    finetune(tiny_data, recipe=recipe, reporter=Pacer(PacedClock(0.001)), clock=PacedClock(0.001), resume=True,
+             **{**kwargs, "out": str(out)})
+    assert _metrics(out) == _metrics(base.run_dir)
+    new, old = load_file(str(out / "model.safetensors")), load_file(str(base.run_dir / "model.safetensors"))
+    assert all(torch.equal(new[k], old[k]) for k in old)
