@@ -13,6 +13,7 @@ from model_testing import FakeClock, MessageRecorder
 from tlkit.config import StageConfig
 from tlkit.errors import ConfigError
 from tlkit.report.run_info import stage_rows
+from tlkit.train import steps
 from tlkit.train.budget import TimeBudget
 from tlkit.train.pipeline import finetune
 from tlkit.train.resizing import epoch_size, relative_cost
@@ -91,13 +92,24 @@ def test_a_stage_that_cannot_resize_says_why(tiny_data: Path, fast_kwargs: dict)
         finetune(tiny_data, recipe=recipe, reporter=MessageRecorder(), **fast_kwargs)
 
 
-def test_a_resized_run_records_each_epochs_crop(tiny_data: Path, fast_kwargs: dict) -> None:
+def test_a_resized_run_trains_and_records_each_epochs_crop(tiny_data: Path, fast_kwargs: dict,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    trained: dict[int, set] = {}  # epoch -> the sizes of the batches the network was trained on
+    step = steps.train_step
+
+    def recording_step(ctx, plan, epoch, forward, x, y):  # noqa: ANN001, ANN202
+        if plan.index == 1:  # the fine-tuning stage (the probe trains on cached features)
+            trained.setdefault(epoch, set()).add(tuple(x.shape[-2:]))
+        return step(ctx, plan, epoch, forward, x, y)
+
+    monkeypatch.setattr(steps, "train_step", recording_step)
     recipe = {"stages": [{"kind": "probe", "epochs": 1, "lr": 0.01},
                          {"kind": "finetune", "unfreeze": "all", "epochs": 4, "lr": 0.002, "augment": "light",
                           "start_size": 0.5}]}
     res = finetune(tiny_data, recipe=recipe, reporter=MessageRecorder(), **{**fast_kwargs, "image_size": 128})
     lines = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["image_size"] for r in lines if r["stage"] == 1] == [64, 96, 128, 128]
+    assert trained == {0: {(64, 64)}, 1: {(96, 96)}, 2: {(128, 128)}, 3: {(128, 128)}}  # the crops as recorded
     assert "image_size" not in lines[0]
     rows = stage_rows(res.config, res.history)
     assert rows[1]["note"] == "crops 64 to 128 px" and rows[0]["note"] == ""

@@ -117,7 +117,8 @@ def test_weights_are_named_without_the_machines_paths(tmp_path: Path, monkeypatc
     assert weights_text("none") == "none" and weights_text("download:resnet18") == "download:resnet18"
 
 
-def test_tlkit_evaluate_in_python_writes_the_same_report_when_asked(run: tlkit.FinetuneResult, tmp_path: Path) -> None:
+def test_tlkit_evaluate_in_python_writes_the_same_report_when_asked(run: tlkit.FinetuneResult, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "py-eval"
     ev = tlkit.evaluate(run.run_dir, report=out)
     page = (out / "report.html").read_text(encoding="utf-8")
@@ -128,8 +129,15 @@ def test_tlkit_evaluate_in_python_writes_the_same_report_when_asked(run: tlkit.F
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(tlkit.ConfigError, match="report DIR"):
-        tlkit.evaluate(run.run_dir, report=taken)
+    from tlkit.report import evaluation_report
+
+    def no_scoring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("images were scored before the report folder was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation_report, "evaluate_model", no_scoring)
+        with pytest.raises(tlkit.ConfigError, match="report DIR"):
+            tlkit.evaluate(run.run_dir, report=taken)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
     again = tlkit.evaluate(run.run_dir, report=out, overwrite=True)  # its own earlier report is replaced
     assert again.accuracy == ev.accuracy and (out / "report.html").is_file()
