@@ -37,7 +37,8 @@ def evaluate(model_or_run: Any, data: Any = None, *, split: str = "test",
     report and ``overwrite`` is set. ``skip_bad``: unreadable images are left out (named in
     ``result.warnings``) instead of stopping. Two classes: ``threshold`` on p(``positive``) replaces
     the model's own decision threshold (default: the one in its model.json, else argmax);
-    ``positive`` the positive class.
+    ``positive`` the positive class. ``option``: how error messages name the report folder (``--out``
+    for ``tlkit evaluate``).
 
     >>> # result = tlkit.evaluate("runs/leaves", "data/new_leaves", split="all", report="runs/leaves/eval-new")
     """

@@ -78,12 +78,15 @@ def check_stages_fit(cfg: RunConfig, backbone: Backbone, device: torch.device) -
     stages = [stage.for_device(device.type) for stage in cfg.recipe.stages]
     check_trainable(backbone, [(i + 1, s.kind, first_trainable_group(backbone, s) < backbone.num_groups)
                                for i, s in enumerate(stages)])
-    for i, stage in enumerate(cfg.recipe.stages):
-        stage = stage.for_device(device.type)
-        if stage.class_weighting == "sampler" and first_trainable_group(backbone, stage) == 0:
+    for i, stage in enumerate(stages):
+        k = first_trainable_group(backbone, stage)
+        if stage.class_weighting == "sampler" and k == 0:
             raise ConfigError(
                 f"stages[{i}].class_weighting: sampler works on cached stages only, and this stage trains "
                 f"{backbone.name} on images (unfreeze: {stage.unfreeze}); use class_weighting: balanced")
+        if stage.start_size is not None and k > 0:
+            raise ConfigError(f"recipe.stages[{i}].start_size (progressive resizing) needs a stage on images; this "
+                              f"one trains groups {k}+ on cached activations: set unfreeze: all, or drop start_size")
 
 
 def _list_files(files: list[str], limit: int = 10) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 
 from tlkit._seeding import rng_state, seed_everything, set_rng_state
 from tlkit.config import StageConfig
-from tlkit.errors import ConfigError, DivergedError
+from tlkit.errors import DivergedError
 from tlkit.train.activations import first_trainable_group
 from tlkit.train.budget import TimeBudget
 from tlkit.train.checkpoint import TrainState
@@ -84,9 +84,6 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
     backbone.freeze(0 if stage.kind == "probe" else stage.unfreeze)
     backbone.bn_eval = not stage.train_bn
     _announce(ctx, index, stage, k > 0)
-    if k > 0 and stage.start_size is not None:
-        raise ConfigError(f"recipe.stages[{index}].start_size (progressive resizing) needs a stage on images; this "
-                          f"one trains groups {k}+ on cached activations: set unfreeze: all, or drop start_size")
     train_labels = torch.tensor(ctx.manifest.labels("train"), dtype=torch.long)
     val_labels = torch.tensor(ctx.manifest.labels("val"), dtype=torch.long)
     views, val_inputs = _inputs(ctx, stage, k)
