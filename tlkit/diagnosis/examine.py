@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from tlkit._memory import keep_freed_memory
 from tlkit.console import Reporter, SilentReporter
 from tlkit.data import SPLITS, Manifest, scan
 from tlkit.diagnosis.curves import FRACTIONS, learning_curves, overall_accuracy
@@ -30,13 +31,15 @@ MAX_GROUP = 10
 def resolve_device(name: str) -> torch.device:
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a device that exists here (ConfigError otherwise)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cpu":
+        keep_freed_memory()
     return device
 
 

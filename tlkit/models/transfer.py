@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tlkit._io import atomic_write_bytes, atomic_write_text
+from tlkit._memory import keep_freed_memory
 from tlkit._version import __version__
 from tlkit.errors import CheckpointError, ConfigError, PredictionError
 from tlkit.models.backbone import Backbone
@@ -194,6 +195,8 @@ class TransferModel(nn.Module):
                                   "use the run's original model or train again")
         model.ood = load_detector(folder, meta.get("ood"), model.backbone.feature_dim)
         model.source = folder
+        if torch.device(device).type == "cpu":
+            keep_freed_memory()  # a CPU run spends much of its time in page faults otherwise (tlkit._memory)
         return model.to(device).eval()
 
     # -- looking inside
