@@ -1,17 +1,18 @@
 """Keep freed memory for reuse on a CPU run (Linux, glibc): a training step then stops paying page faults.
 
 A network's activations on a CPU are large blocks (a batch of 32 at 112x112x96 float32 is 154 MB): glibc serves
-every block over 32 MB with a fresh ``mmap`` and returns it to the kernel on ``free``, so each step faults every
-page of its activations in again, zero-filled by the kernel. On 2 cores that was a third to three quarters of
-the CPU time in the kernel, and an EfficientNet-Lite0 training step at 224 px took 1.65x as long as with the
-blocks kept (bench/RESULTS.md, "CPU memory allocator"). :func:`keep_freed_memory` asks glibc (``mallopt``) to
-serve every block from its heap and keep up to 2 GiB freed at the top of it, as tcmalloc does and as PyTorch's
-own caching allocator does on a GPU. The price is a higher resident size at rest (about 15% more at the peak
-measured there), as freed memory is not handed back while the process runs.
+every block above its mmap threshold (never more than 32 MB) with a fresh ``mmap`` and returns it to the kernel
+on ``free``, so each step faults every page of its activations in again, zero-filled by the kernel. On 2 cores
+that was a quarter to three quarters of the CPU time in the kernel, and an EfficientNet-Lite0 training step at
+224 px took 1.67x as long as with the blocks kept (bench/RESULTS.md, "CPU memory allocator").
+:func:`keep_freed_memory` asks glibc (``mallopt``) to serve every block from its heap and keep up to 2 GiB freed
+at the top of it, as tcmalloc does and as PyTorch's own caching allocator does on a GPU. The price is a higher
+resident size at rest (12% more at the peak measured there), as freed memory is not handed back while the
+process runs.
 
 It changes nothing where another allocator is preloaded (tcmalloc, jemalloc, mimalloc), where the user tuned
-glibc's mmap and trim settings (``MALLOC_MMAP_MAX_`` and the like, ``GLIBC_TUNABLES``), off Linux or off glibc, or with
-``TLKIT_KEEP_FREED_MEMORY=0``.
+glibc's mmap and trim settings (``MALLOC_MMAP_MAX_`` and the like, ``GLIBC_TUNABLES``), off Linux or off glibc,
+or with ``TLKIT_KEEP_FREED_MEMORY=0``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ __all__ = ["resolve_device", "default_workers"]
 
 def resolve_device(name: str) -> torch.device:
     """The device ``name`` asks for (ConfigError where it does not exist here). A CPU device also makes this
-    process keep freed memory for reuse (:func:`tlkit._memory.keep_freed_memory`: 1.65x a training step)."""
+    process keep freed memory for reuse (:func:`tlkit._memory.keep_freed_memory`: 1.67x a training step)."""
     device = _device(name)
     if device.type == "cpu":
         keep_freed_memory()
