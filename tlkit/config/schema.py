@@ -52,6 +52,7 @@ class StageConfig:
     early_stopping: Union[int, None] = None
     max_minutes: Union[float, None] = None
     start_size: Union[float, None] = None
+    freeze_stride: Union[int, None] = None
     metric: str = "val_calibrated_loss"
     train_bn: bool = False
     gpu: dict = field(default_factory=dict)
@@ -94,6 +95,13 @@ class StageConfig:
             if self.kind != "finetune" or self.augment == "none":
                 raise ConfigError(f"{where}.start_size (progressive resizing) needs kind: finetune with augment "
                                   "light or strong: it sizes the random crops of an image stage")
+        if self.freeze_stride is not None:
+            if isinstance(self.freeze_stride, bool) or not isinstance(self.freeze_stride, int) or self.freeze_stride < 2:
+                raise ConfigError(f"{where}.freeze_stride keeps the layer groups whose output is at most this many times "
+                                  f"smaller than the input frozen (4: a CNN's stem and first stage); a whole number "
+                                  f">= 2, got {self.freeze_stride!r}")
+            if self.kind != "finetune":
+                raise ConfigError(f"{where}.freeze_stride needs kind: finetune (a probe trains no layer group)")
         bad = set(self.gpu) - {f.name for f in dataclasses.fields(StageConfig)} - {"gpu"}
         if bad:
             raise ConfigError(f"{where}.gpu has unknown field(s) {sorted(bad)}")

@@ -187,8 +187,9 @@ class Backbone(nn.Module):
                 f"(a probe) to train the head alone")
         return min(value, n)
 
-    def freeze(self, trainable_groups: int | str = 0) -> None:
-        """Freeze everything but the last ``trainable_groups`` groups (``"all"``: nothing frozen).
+    def freeze(self, trainable_groups: int | str = 0, *, frozen_first: int = 0) -> None:
+        """Freeze everything but the last ``trainable_groups`` groups (``"all"``: nothing frozen), and
+        the first ``frozen_first`` groups whatever ``trainable_groups`` says.
 
         Frozen BatchNorm layers are kept in eval mode even when the module is put in train mode,
         so their running statistics never drift (see :meth:`train`).
@@ -196,10 +197,47 @@ class Backbone(nn.Module):
         n = self.trainable_group_count(trainable_groups)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        for i in range(self.num_groups - n, self.num_groups):
+        for i in range(max(self.num_groups - n, frozen_first), self.num_groups):
             for _, p in self.group_parameters(i):
                 p.requires_grad_(True)
         self.train(self.training)
+
+    def output_strides(self) -> list[int | None]:
+        """How many times smaller than the input each group's output feature map is (2 for the stem of
+        most CNNs), from one blank image at the input size; None where a group's output is no square
+        feature map (NCHW, or NHWC as in Swin), and for every group of a layout that is not sequential.
+
+        >>> from tlkit.models.builder import build
+        >>> build("timm:test_resnet", pretrained=False).output_strides()
+        [4, 4, 8, 16, 32]
+        """
+        if not self.sequential:
+            return [None] * self.num_groups
+        size = self.preprocessing.input_size
+        param = next(self.parameters())
+        x = torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype)
+        strides: list[int | None] = []
+        was_training = self.training
+        self.eval()  # BatchNorm in train mode would fold the blank image into its running statistics
+        try:
+            with torch.no_grad():
+                for i in range(self.num_groups):
+                    x = self.run_group(i, x)
+                    strides.append(_stride(x, size))
+        finally:
+            self.train(was_training)
+        return strides
+
+    def groups_within_stride(self, stride: int) -> int:
+        """How many groups at the start of the network output feature maps at most ``stride`` times
+        smaller than the input (``stride`` 4: the stem and first stage of a ResNet or ConvNeXt; the stem,
+        ``blocks.0`` and ``blocks.1`` of an EfficientNet), never all of them."""
+        count = 0
+        for s in self.output_strides()[: self.num_groups - 1]:
+            if s is None or s > stride:
+                break
+            count += 1
+        return count
 
     @property
     def first_trainable_group(self) -> int:
@@ -235,6 +273,19 @@ class Backbone(nn.Module):
             "preprocessing": self.preprocessing.to_dict(),
             "weights_source": self.weights_source,
         }
+
+
+def _stride(out: torch.Tensor, size: int) -> int | None:
+    """``size`` over the side of a square feature map ``out`` (NCHW, or NHWC), or None for anything else."""
+    if out.ndim != 4:
+        return None
+    if out.shape[-1] == out.shape[-2]:
+        side = out.shape[-1]
+    elif out.shape[1] == out.shape[2]:
+        side = out.shape[1]
+    else:
+        return None
+    return round(size / side) if side else None
 
 
 def compile_backend() -> str:

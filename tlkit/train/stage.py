@@ -50,13 +50,17 @@ def trainable_keys(model: nn.Module) -> set[str]:
     return keys
 
 
-def _announce(ctx: RunContext, index: int, stage: StageConfig, cached: bool) -> None:
+def _announce(ctx: RunContext, index: int, stage: StageConfig, cached: bool, frozen_first: int) -> None:
     backbone = ctx.model.backbone
     trained = backbone.num_groups - backbone.first_trainable_group
     name = stage.name or f"{stage.kind}" + (f" (last {trained} groups)" if 0 < trained < backbone.num_groups else "")
     upto = "up to " if stage.max_minutes is not None else ""
+    early = ""
+    if frozen_first and not cached:
+        early = (f"; {', '.join(backbone.group_names[:frozen_first])} stay frozen (output stride <= "
+                 f"{stage.freeze_stride})")
     ctx.reporter.message(f"stage {index + 1}/{len(ctx.cfg.recipe.stages)}: {name}, {upto}{stage.epochs} epochs, "
-                         f"{'cached activations' if cached else 'full images'}")
+                         f"{'cached activations' if cached else 'full images'}{early}")
 
 
 def _inputs(ctx: RunContext, stage: StageConfig, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,9 +85,12 @@ def plan_stage(ctx: RunContext, index: int, stage: StageConfig, resume: TrainSta
     """Freeze, gather inputs, build the optimizer, schedule, budget and selection; restore a resumed stage."""
     backbone = ctx.model.backbone
     k = first_trainable_group(backbone, stage)
-    backbone.freeze(0 if stage.kind == "probe" else stage.unfreeze)
+    # the early high-resolution groups (edges, colours): a fraction of a percent of the parameters, but
+    # most of a CPU training step's backward pass (bench/RESULTS.md)
+    frozen_first = backbone.groups_within_stride(stage.freeze_stride) if stage.freeze_stride else 0
+    backbone.freeze(0 if stage.kind == "probe" else stage.unfreeze, frozen_first=frozen_first)
     backbone.bn_eval = not stage.train_bn
-    _announce(ctx, index, stage, k > 0)
+    _announce(ctx, index, stage, k > 0, frozen_first)
     train_labels = torch.tensor(ctx.manifest.labels("train"), dtype=torch.long)
     val_labels = torch.tensor(ctx.manifest.labels("val"), dtype=torch.long)
     views, val_inputs = _inputs(ctx, stage, k)
