@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _section import emit, machine_line  # bench/_section.py (the scripts run from bench/)
 
 STEP = r"""
 import json, resource, statistics, sys, time
@@ -95,9 +95,7 @@ def main() -> None:
     ref = statistics.median(r["step"] for r in runs["glibc as it comes"])
     ref_extract = statistics.median(r["extract"] for r in runs["glibc as it comes"])
     lines = [f"\n## CPU memory allocator (EfficientNet-Lite0 training step, {args.size} px, batch {args.batch})",
-             f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} cores, "
-             f"load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds, "
-             f"median; command: `uv run python bench/cpu_allocator.py --rounds {args.rounds}`\n",
+             machine_line(load, args.rounds, f"bench/cpu_allocator.py --rounds {args.rounds}"),
              "| allocator | train step s | vs glibc as it comes | inference pass s | vs glibc | kernel share of a step | "
              "page faults | peak resident MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in runs.items():
@@ -105,11 +103,7 @@ def main() -> None:
         lines.append(f"| {name} | {med['step']:.2f} | {ref / med['step']:.2f}x | {med['extract']:.2f} | "
                      f"{ref_extract / med['extract']:.2f}x | {100 * med['kernel']:.0f}% | {med['faults']:,.0f} | "
                      f"{med['rss_mb']:,.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write(text)
+    emit(lines, args.results)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 
 import torch
 import torch.nn.functional as F
+from _section import emit, machine_line  # bench/_section.py (the scripts run from bench/)
 
 VARIANTS = {"fp32": (False, False), "bf16 autocast": (True, False), "channels_last": (False, True),
             "bf16 + channels_last": (True, True)}
@@ -91,10 +90,8 @@ def main() -> None:
     base = features["fp32"]
     scale = base.abs().max().item()
     lines = [f"\n## CPU numerics: fp32 vs bf16 autocast vs channels_last (EfficientNet-Lite0, {args.size} px, batch {args.batch})",
-             f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} cores, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}; load average at start "
-             f"{load:.2f}, at end {os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds, median; command: "
-             f"`uv run python bench/cpu_numerics.py --rounds {args.rounds}`\n",
+             machine_line(load, args.rounds, f"bench/cpu_numerics.py --rounds {args.rounds}",
+                          f"CPU flags: {cpu_flags()}; "),
              "| variant | extraction s/batch | vs fp32 | train step s/batch | vs fp32 | features: max abs diff / scale |",
              "| --- | --- | --- | --- | --- | --- |"]
     ref = {kind: statistics.median(times[("fp32", kind)]) for kind in ("extract", "train step")}
@@ -103,11 +100,7 @@ def main() -> None:
         diff = (features[name] - base).abs().max().item() / max(scale, 1e-12)
         lines.append(f"| {name} | {ext:.2f} | {ref['extract'] / ext:.2f}x | {step:.2f} | {ref['train step'] / step:.2f}x | "
                      f"{diff:.4f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write(text)
+    emit(lines, args.results)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 
 import torch
 import torch.nn.functional as F
+from _section import emit, machine_line  # bench/_section.py (the scripts run from bench/)
 
 STRIDES = (None, 2, 4, 8)
 
@@ -81,17 +80,10 @@ def main() -> None:
     rows = [row for name in args.backbones.split(",") for size in map(int, args.sizes.split(","))
             for row in measure(name, size, args.batch, args.rounds)]
     lines = [f"\n## Fine-tuning step with the early groups frozen (`freeze_stride`), batch {args.batch}, CPU",
-             f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} cores, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads; load average at start {load:.2f}, at end "
-             f"{os.getloadavg()[0]:.2f}; {args.rounds} interleaved rounds, median; command: `uv run python "
-             f"bench/frozen_early.py --rounds {args.rounds}`\n",
+             machine_line(load, args.rounds, f"bench/frozen_early.py --rounds {args.rounds}"),
              "| backbone | px | freeze_stride | frozen groups | their share of parameters | train step s/batch | "
              "vs none frozen |", "| --- | --- | --- | --- | --- | --- | --- |", *rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write(text)
+    emit(lines, args.results)
 
 
 if __name__ == "__main__":
