@@ -29,7 +29,8 @@ _KEEP_BYTES = 2**31 - 1  # the largest a C int allows: 2 GiB
 _PRELOADED = ("tcmalloc", "jemalloc", "mimalloc")
 _OURS = ("mmap_max", "mmap_threshold", "trim_threshold")  # glibc's settings this module would change
 
-_state: dict[str, str] = {}
+_TUNED = "freed memory kept for reuse (glibc mallopt)"
+_done: list[str] = []  # what keep_freed_memory did in this process, once it has been called
 
 
 def _reason_not_to() -> str | None:
@@ -51,22 +52,19 @@ def _reason_not_to() -> str | None:
 def keep_freed_memory() -> bool:
     """Serve large blocks from glibc's heap and keep freed memory for reuse (see the module docstring);
     True when this process's allocator now does. Safe to call any number of times."""
-    if "note" in _state:
-        return _state["tuned"] == "1"
-    reason = _reason_not_to()
-    tuned = False
-    if reason is None:
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            tuned = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
-            reason = None if tuned else "mallopt refused"
-        except (OSError, AttributeError):
-            reason = "no glibc"
-    _state["tuned"] = "1" if tuned else "0"
-    _state["note"] = "freed memory kept for reuse (glibc mallopt)" if tuned else f"allocator as it was: {reason}"
-    return tuned
+    if not _done:
+        reason = _reason_not_to()
+        if reason is None:
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                tuned = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+                reason = None if tuned else "mallopt refused"
+            except (OSError, AttributeError):
+                reason = "no glibc"
+        _done.append(_TUNED if reason is None else f"allocator as it was: {reason}")
+    return _done[0] == _TUNED
 
 
 def allocator_note() -> str | None:
     """What :func:`keep_freed_memory` did in this process, or None when it was not called."""
-    return _state.get("note")
+    return _done[0] if _done else None
